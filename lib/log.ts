@@ -1,0 +1,35 @@
+import type { Logger } from './options.js'
+
+/** A long outage still gets a line this often, so the log shows it is ongoing. */
+const REPEAT_AFTER_MS = 60_000
+
+/**
+ * Logs the first failure of a burst and stays quiet until an operation succeeds again (or a
+ * minute passes), so an outage under load costs one line, not one per request.
+ */
+export class BurstLog {
+  readonly #logger: Logger | undefined
+  readonly #channels = new Map<string, { loggedAt: number; suppressed: number }>()
+
+  constructor(logger: Logger | undefined) {
+    this.#logger = logger
+  }
+
+  report(channel: string, message: string): void {
+    if (!this.#logger) return
+    const now = Date.now()
+    const burst = this.#channels.get(channel)
+    if (burst && now - burst.loggedAt < REPEAT_AFTER_MS) {
+      burst.suppressed++
+      return
+    }
+    const more = burst?.suppressed ? ` (${burst.suppressed} more since the last report)` : ''
+    this.#channels.set(channel, { loggedAt: now, suppressed: 0 })
+    this.#logger.warn(`express-session-memcache: ${message}${more}; similar failures are not logged until one succeeds`)
+  }
+
+  /** Ends the burst on a channel: its next failure is logged again. */
+  recovered(channel: string): void {
+    if (this.#channels.size !== 0) this.#channels.delete(channel)
+  }
+}

@@ -1,0 +1,306 @@
+import type { Socket } from 'node:net'
+import { type ErrorCode, MemcacheStoreError, toError } from '../errors.js'
+import { Deadlines } from './deadlines.js'
+import { ServerHealth } from './health.js'
+import { type MemjsClient, type MemjsResponse, type MemjsServer, serverAddress } from './memjs-internals.js'
+import { buildRequest, Opcode, RESPONSE_MAGIC, Status, statusText, storageExtras, touchExtras } from './protocol.js'
+
+export interface Item {
+  value: Buffer
+  flags: number
+  cas: Buffer
+}
+
+export type StorageMode = 'set' | 'add' | 'replace'
+
+/** `exists`: ADD found the key, or the CAS did not match. `notFound`: REPLACE or CAS found no key. */
+export type StorageResult = { status: 'stored'; cas: Buffer } | { status: 'exists' } | { status: 'notFound' }
+
+interface Pending {
+  server: MemjsServer
+  socket: Socket | undefined
+  operation: string
+  subject: string
+  probe: boolean
+  resolve(response: MemjsResponse): void
+  reject(err: MemcacheStoreError): void
+}
+
+// memjs writes the sequence number as an unsigned 32-bit field but wraps it as a signed one, so it
+// throws on every operation from 2^31 on; the counter is wrapped here well before that.
+const MAX_SEQ = 0x7fff0000
+
+/**
+ * The memcached access layer: the only module that talks to memjs. It sends binary-protocol
+ * requests through memjs's servers (for CAS and flags, which memjs's methods lack) and settles
+ * every one within `timeoutMs`, whatever memjs does: memjs leaves requests pending forever when the
+ * server closes the connection, its own timeout never fires under continuous load, and its retries
+ * would re-execute non-idempotent writes (this layer never retries).
+ */
+export class Memcached {
+  readonly client: MemjsClient
+  readonly timeoutMs: number
+  readonly #ownsClient: boolean
+  readonly #pending: Deadlines<Pending>
+  readonly #health = new Map<MemjsServer, ServerHealth>()
+  readonly #watchedSockets = new WeakSet<Socket>()
+  #closed = false
+
+  constructor(client: MemjsClient, timeoutMs: number, ownsClient: boolean) {
+    this.client = client
+    this.timeoutMs = timeoutMs
+    this.#ownsClient = ownsClient
+    this.#pending = new Deadlines(timeoutMs, (seq, pending) => this.#expire(seq, pending))
+  }
+
+  /** Requests sent and not yet settled. */
+  get inFlight(): number {
+    return this.#pending.size
+  }
+
+  get servers(): readonly MemjsServer[] {
+    return this.client.servers
+  }
+
+  /** The address of the server a key lives on, for messages. */
+  addressFor(key: string): string {
+    const server = this.#serverFor(key)
+    return server ? serverAddress(server) : 'no server'
+  }
+
+  async get(key: string, subject: string): Promise<Item | undefined> {
+    const server = this.#serverFor(key)
+    const response = await this.#send(server, 'GET', subject, (seq) => buildRequest(Opcode.get, key, seq))
+    const { status } = response.header
+    if (status === Status.notFound) return undefined
+    if (status !== Status.ok) throw this.#statusError(server, 'GET', subject, response)
+    const flags = response.extras.length >= 4 ? response.extras.readUInt32BE(0) : 0
+    return { value: response.val, flags, cas: Buffer.from(response.header.cas) }
+  }
+
+  /** SET, ADD or REPLACE, with a CAS check when `cas` is given. */
+  async store(
+    mode: StorageMode,
+    key: string,
+    value: Buffer,
+    options: { flags: number; expiry: number; cas?: Buffer },
+    subject: string,
+  ): Promise<StorageResult> {
+    const operation = mode.toUpperCase()
+    const extras = storageExtras(options.flags, options.expiry)
+    const server = this.#serverFor(key)
+    const response = await this.#send(server, operation, subject, (seq) =>
+      buildRequest(Opcode[mode], key, seq, extras, value, options.cas),
+    )
+    const { status } = response.header
+    if (status === Status.ok) return { status: 'stored', cas: Buffer.from(response.header.cas) }
+    if (status === Status.exists) return { status: 'exists' }
+    if (status === Status.notFound) return { status: 'notFound' }
+    throw this.#statusError(server, operation, subject, response)
+  }
+
+  /** DELETE; false when there was nothing to delete. */
+  async delete(key: string, subject: string): Promise<boolean> {
+    const server = this.#serverFor(key)
+    const response = await this.#send(server, 'DELETE', subject, (seq) => buildRequest(Opcode.delete, key, seq))
+    if (response.header.status === Status.notFound) return false
+    if (response.header.status !== Status.ok) throw this.#statusError(server, 'DELETE', subject, response)
+    return true
+  }
+
+  /** TOUCH: a new expiry without rewriting the value; false when the key is missing. */
+  async touch(key: string, expiry: number, subject: string): Promise<boolean> {
+    const extras = touchExtras(expiry)
+    const server = this.#serverFor(key)
+    const response = await this.#send(server, 'TOUCH', subject, (seq) =>
+      buildRequest(Opcode.touch, key, seq, extras),
+    )
+    if (response.header.status === Status.notFound) return false
+    if (response.header.status !== Status.ok) throw this.#statusError(server, 'TOUCH', subject, response)
+    return true
+  }
+
+  /** A NOOP round trip to one server (after SASL authentication, when configured), ignoring any back-off. */
+  async ping(server: MemjsServer): Promise<void> {
+    const response = await this.#send(server, 'NOOP', 'a readiness check', (seq) => buildRequest(Opcode.noop, '', seq), true)
+    if (response.header.status !== Status.ok) throw this.#statusError(server, 'NOOP', 'a readiness check', response)
+  }
+
+  /** Settles everything in flight with an error and, when this layer created the client, closes it. */
+  close(): void {
+    if (this.#closed) return
+    this.#closed = true
+    for (const [seq, { item }] of Array.from(this.#pending.items())) {
+      this.#fail(seq, item, 'ECLOSED', `memcached ${item.operation} of ${item.subject} abandoned: the store was closed`)
+    }
+    this.#pending.clear()
+    if (this.#ownsClient) this.client.close()
+  }
+
+  #serverFor(key: string): MemjsServer | null {
+    return this.client.servers.length === 1 ? this.client.servers[0] : this.client.server(key)
+  }
+
+  #send(
+    server: MemjsServer | null,
+    operation: string,
+    subject: string,
+    build: (seq: number) => Buffer,
+    ignoreBackoff = false,
+  ): Promise<MemjsResponse> {
+    return new Promise((resolve, reject) => {
+      if (this.#closed) {
+        reject(new MemcacheStoreError('ECLOSED', operation, `memcached ${operation} of ${subject} refused: the store was closed`))
+        return
+      }
+      if (!server) {
+        reject(new MemcacheStoreError('ESERVERDOWN', operation, `memcached ${operation} of ${subject} failed: no server available`))
+        return
+      }
+      const address = serverAddress(server)
+      const health = this.#healthOf(server)
+      const now = performance.now()
+      const admission = ignoreBackoff ? 'go' : health.admit(now)
+      if (admission === 'refuse') {
+        const ago = Math.round(now - health.lastFailureAt)
+        const wait = Math.max(0, Math.round(health.downUntil - now))
+        reject(
+          new MemcacheStoreError(
+            'ESERVERDOWN',
+            operation,
+            `memcached ${operation} of ${subject} on ${address} not sent: the server failed ${ago} ms ago (${health.lastError}); next attempt in ${wait} ms`,
+            { server: address },
+          ),
+        )
+        return
+      }
+      const seq = this.#nextSeq()
+      let request: Buffer
+      try {
+        request = build(seq)
+      } catch (err) {
+        if (admission === 'probe') health.probing = false
+        reject(new MemcacheStoreError('ESERVER', operation, `memcached ${operation} of ${subject}: ${toError(err).message}`, { cause: err }))
+        return
+      }
+      const pending: Pending = { server, socket: undefined, operation, subject, probe: admission === 'probe', resolve, reject }
+      this.#pending.add(seq, pending)
+      server.onResponse(seq, (response) => this.#respond(seq, response))
+      server.onError(seq, (err) => this.#connectionError(seq, err))
+      try {
+        server.write(request)
+      } catch (err) {
+        this.#fail(seq, pending, 'ECONNECTION', `memcached ${operation} of ${subject} on ${address} failed: ${toError(err).message}`, err)
+        return
+      }
+      pending.socket = server._socket
+      this.#watch(server, server._socket)
+    })
+  }
+
+  #respond(seq: number, response: MemjsResponse): void {
+    const pending = this.#take(seq)
+    if (!pending) return
+    if (response.header.magic !== RESPONSE_MAGIC) {
+      const reason = 'garbled response (not the binary protocol)'
+      this.#markFailed(pending, reason)
+      this.#resetConnection(pending.server, pending.socket, reason)
+      pending.reject(this.#error('ECONNECTION', pending, `${this.#where(pending)} failed: ${reason}`))
+      return
+    }
+    this.#healthOf(pending.server).succeeded()
+    pending.resolve(response)
+  }
+
+  #connectionError(seq: number, cause: unknown): void {
+    const pending = this.#take(seq)
+    if (!pending) return
+    const message = toError(cause).message
+    const code: ErrorCode = /authentication/i.test(message) ? 'EAUTH' : /timed out/.test(message) ? 'ETIMEDOUT' : 'ECONNECTION'
+    const reason = code === 'EAUTH' ? 'SASL authentication failed (check the username and password)' : message
+    this.#markFailed(pending, reason)
+    pending.reject(this.#error(code, pending, `${this.#where(pending)} failed: ${reason}`, cause))
+  }
+
+  #expire(seq: number, pending: Pending): void {
+    this.#forgetCallbacks(pending.server, seq)
+    const reason = `no response within ${this.timeoutMs} ms`
+    this.#markFailed(pending, reason)
+    // A connection that left a request unanswered this long is stuck (frozen server, half-read
+    // garbage); start afresh so that later requests do not queue behind it.
+    this.#resetConnection(pending.server, pending.socket, `connection reset: another request got ${reason}`)
+    pending.reject(this.#error('ETIMEDOUT', pending, `${this.#where(pending)} timed out: ${reason}`))
+  }
+
+  #watch(server: MemjsServer, socket: Socket | undefined): void {
+    if (!socket || this.#watchedSockets.has(socket)) return
+    this.#watchedSockets.add(socket)
+    // memjs does nothing for requests in flight when the server closes the connection (they would
+    // hang forever), and leaves their deadlines behind to time out the next connection.
+    socket.once('close', () => {
+      let orphans = 0
+      for (const [seq, { item }] of Array.from(this.#pending.items())) {
+        if (item.socket !== socket) continue
+        orphans++
+        this.#forgetCallbacks(server, seq)
+        this.#fail(seq, item, 'ECONNCLOSED', `${this.#where(item)} failed: the server closed the connection before answering`)
+      }
+      if (orphans > 0 && server._socket === undefined) server.requestTimeouts = []
+    })
+  }
+
+  #resetConnection(server: MemjsServer, socket: Socket | undefined, reason: string): void {
+    if (socket !== undefined && server._socket === socket) server.error(new Error(reason))
+  }
+
+  #fail(seq: number, pending: Pending, code: ErrorCode, message: string, cause?: unknown): void {
+    if (!this.#pending.delete(seq)) return
+    if (code !== 'ECLOSED') this.#markFailed(pending, message)
+    pending.reject(this.#error(code, pending, message, cause))
+  }
+
+  #take(seq: number): Pending | undefined {
+    return this.#pending.take(seq)
+  }
+
+  #markFailed(pending: Pending, reason: string): void {
+    this.#healthOf(pending.server).failed(reason, performance.now(), pending.probe)
+  }
+
+  #forgetCallbacks(server: MemjsServer, seq: number): void {
+    delete server.responseCallbacks[seq]
+    delete server.errorCallbacks[seq]
+  }
+
+  #healthOf(server: MemjsServer): ServerHealth {
+    let health = this.#health.get(server)
+    if (!health) {
+      health = new ServerHealth()
+      this.#health.set(server, health)
+    }
+    return health
+  }
+
+  #nextSeq(): number {
+    const client = this.client
+    client.seq = client.seq >= MAX_SEQ || client.seq < 0 ? 1 : client.seq + 1
+    return client.seq
+  }
+
+  #where(pending: Pending): string {
+    return `memcached ${pending.operation} of ${pending.subject} on ${serverAddress(pending.server)}`
+  }
+
+  #error(code: ErrorCode, pending: Pending, message: string, cause?: unknown): MemcacheStoreError {
+    return new MemcacheStoreError(code, pending.operation, message, { server: serverAddress(pending.server), cause })
+  }
+
+  #statusError(server: MemjsServer | null, operation: string, subject: string, response: MemjsResponse): MemcacheStoreError {
+    const { status } = response.header
+    const code: ErrorCode = status === Status.tooLarge ? 'ETOOLARGE' : status === Status.authError ? 'EAUTH' : 'ESERVER'
+    const address = server ? serverAddress(server) : 'memcached'
+    return new MemcacheStoreError(code, operation, `memcached ${operation} of ${subject} on ${address} failed: ${statusText(status)}`, {
+      server: address,
+    })
+  }
+}

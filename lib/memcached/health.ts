@@ -1,0 +1,41 @@
+/** After a failure, a server is skipped for a back-off that doubles per failed probe, up to this. */
+export const BACKOFF_MIN_MS = 50
+export const BACKOFF_MAX_MS = 1000
+
+export type Admission = 'go' | 'probe' | 'refuse'
+
+/**
+ * One server's circuit breaker. Once a request to the server fails at the connection level, the
+ * others are refused at once for a back-off period instead of each paying a timeout; then one request
+ * goes through as a probe, and its outcome closes the breaker or doubles the back-off.
+ */
+export class ServerHealth {
+  failures = 0
+  downUntil = 0
+  probing = false
+  lastError = ''
+  lastFailureAt = 0
+
+  admit(now: number): Admission {
+    if (this.failures === 0) return 'go'
+    if (now < this.downUntil || this.probing) return 'refuse'
+    this.probing = true
+    return 'probe'
+  }
+
+  succeeded(): void {
+    this.failures = 0
+    this.downUntil = 0
+    this.probing = false
+  }
+
+  /** Records a connection-level failure; failures of one burst (while already down) count once. */
+  failed(reason: string, now: number, wasProbe: boolean): void {
+    this.lastError = reason
+    this.lastFailureAt = now
+    if (wasProbe) this.probing = false
+    if (now < this.downUntil || (this.probing && !wasProbe)) return
+    this.failures++
+    this.downUntil = now + Math.min(BACKOFF_MAX_MS, BACKOFF_MIN_MS * 2 ** (this.failures - 1))
+  }
+}

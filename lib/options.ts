@@ -1,0 +1,219 @@
+import type { SessionData } from 'express-session'
+import type memjs from 'memjs'
+import type { Serializer } from './codec.js'
+import { keyProblem } from './keys.js'
+import type { TtlOption } from './ttl.js'
+
+/** Where the store writes what it logs: anything with a `warn` method, such as `console`. */
+export interface Logger {
+  warn(message: string): void
+}
+
+export interface MemcacheStoreOptions {
+  /**
+   * memcached servers as `"host:port,host:port"` or an array, each optionally `user:pass@host:port`.
+   * @default process.env.MEMCACHIER_SERVERS, then process.env.MEMCACHE_SERVERS, then "localhost:11211"
+   */
+  servers?: string | string[]
+  /** An existing memjs client to use instead of creating one; the store then never closes it. */
+  client?: memjs.Client
+  /**
+   * Prepended to every session ID to form its memcached key.
+   * @default "sess:"
+   */
+  prefix?: string
+  /**
+   * Session lifetime in seconds when the cookie has no expiry, or a function of the session
+   * returning seconds (used for every session). `0` means no expiry: memcached's LRU decides.
+   * @default 86400
+   */
+  ttl?: number | ((sess: SessionData) => number)
+  /**
+   * Turns session data into text and back.
+   * @default JSON
+   */
+  serializer?: Serializer
+  /**
+   * When true, `touch` does nothing: sessions expire a TTL after their last write.
+   * @default false
+   */
+  disableTouch?: boolean
+  /**
+   * When true, a memcached failure is logged (once per burst) instead of passed on: `get` yields no
+   * session and `set`, `touch` and `destroy` succeed without writing (Rack::Session::Memcache's way).
+   * @default false
+   */
+  failOpen?: boolean
+  /**
+   * When true, a save that lost a race with another request's save (detected with memcached's CAS)
+   * merges both at the top level of the session instead of erasing the other's changes. `false`
+   * means plain last-write-wins, as with MemoryStore.
+   * @default true
+   */
+  merge?: boolean
+  /**
+   * Milliseconds after which any store operation settles with an error, whatever memcached does.
+   * @default 1000
+   */
+  timeout?: number
+  /**
+   * memcached's item size limit in bytes (its `-I` option); larger sessions are refused before sending.
+   * @default 1048576
+   */
+  maxItemSize?: number
+  /** Options for the memjs client the store creates (`username`, `password`, `keepAlive`, ...). */
+  memjs?: memjs.ClientOptions & memjs.ServerOptions
+  /**
+   * Receives one line per burst of swallowed failures (with `failOpen`) and per unreadable stored
+   * value. `false` silences the store.
+   * @default console
+   */
+  logger?: Logger | false
+}
+
+export interface ResolvedOptions {
+  servers: string | undefined
+  client: memjs.Client | undefined
+  prefix: string
+  ttl: TtlOption
+  serializer: Serializer
+  disableTouch: boolean
+  failOpen: boolean
+  merge: boolean
+  timeout: number
+  maxItemSize: number
+  memjs: memjs.ClientOptions & memjs.ServerOptions
+  logger: Logger | undefined
+}
+
+/** Every default, in one place. */
+export const DEFAULTS = {
+  prefix: 'sess:',
+  ttl: 86_400,
+  serializer: JSON as Serializer,
+  disableTouch: false,
+  failOpen: false,
+  merge: true,
+  timeout: 1000,
+  maxItemSize: 1_048_576,
+} as const
+
+const KNOWN_OPTIONS = new Set([
+  'servers',
+  'client',
+  'prefix',
+  'ttl',
+  'serializer',
+  'disableTouch',
+  'failOpen',
+  'merge',
+  'timeout',
+  'maxItemSize',
+  'memjs',
+  'logger',
+])
+
+// "[user:pass@]host[:port]"; memjs splits on ':' so IPv6 literals cannot be expressed.
+const SERVER_PATTERN = /^(?:[^@\s,]*@)?[^:@\s,]+(?::\d{1,5})?$/
+
+/** Checks every option and fills in defaults; a TypeError quotes whatever is wrong. */
+export function resolveOptions(options: MemcacheStoreOptions = {}): ResolvedOptions {
+  if (typeof options !== 'object' || options === null) {
+    throw new TypeError(`Expected options to be an object, got ${quote(options)}`)
+  }
+  for (const name of Object.keys(options)) {
+    if (!KNOWN_OPTIONS.has(name)) throw new TypeError(`Unknown option \`${name}\`; known options: ${[...KNOWN_OPTIONS].join(', ')}`)
+  }
+  const { servers, client, memjs: memjsOptions, logger } = options
+  const prefix = options.prefix ?? DEFAULTS.prefix
+  const ttl = options.ttl ?? DEFAULTS.ttl
+  const serializer = options.serializer ?? DEFAULTS.serializer
+  const timeout = options.timeout ?? DEFAULTS.timeout
+  const maxItemSize = options.maxItemSize ?? DEFAULTS.maxItemSize
+
+  const serverList = servers === undefined ? undefined : checkServers(servers)
+  if (client !== undefined) {
+    if (typeof client !== 'object' || client === null || !Array.isArray((client as { servers?: unknown }).servers)) {
+      throw new TypeError(`Expected \`client\` to be a memjs Client, got ${quote(client)}`)
+    }
+    if (servers !== undefined || memjsOptions !== undefined) {
+      throw new TypeError('Pass either `client` or `servers`/`memjs`, not both: an existing client brings its own servers and options')
+    }
+  }
+  if (typeof prefix !== 'string') throw new TypeError(`Expected \`prefix\` to be a string, got ${quote(prefix)}`)
+  const prefixProblem = prefix === '' ? undefined : keyProblem(prefix)
+  if (prefixProblem !== undefined) throw new TypeError(`Expected \`prefix\` to be usable in a memcached key, got ${quote(prefix)}: it ${prefixProblem}`)
+  if (typeof ttl !== 'function' && !(typeof ttl === 'number' && Number.isFinite(ttl) && ttl >= 0)) {
+    throw new TypeError(`Expected \`ttl\` to be a non-negative number of seconds or a function returning one, got ${quote(ttl)}`)
+  }
+  if (typeof serializer?.stringify !== 'function' || typeof serializer?.parse !== 'function') {
+    throw new TypeError(`Expected \`serializer\` to have \`stringify\` and \`parse\` functions, got ${quote(serializer)}`)
+  }
+  const disableTouch = checkBoolean('disableTouch', options.disableTouch ?? DEFAULTS.disableTouch)
+  const failOpen = checkBoolean('failOpen', options.failOpen ?? DEFAULTS.failOpen)
+  const merge = checkBoolean('merge', options.merge ?? DEFAULTS.merge)
+  if (!(typeof timeout === 'number' && Number.isFinite(timeout) && timeout > 0)) {
+    throw new TypeError(`Expected \`timeout\` to be a positive number of milliseconds, got ${quote(timeout)}`)
+  }
+  if (!(Number.isSafeInteger(maxItemSize) && maxItemSize >= 1024)) {
+    throw new TypeError(`Expected \`maxItemSize\` to be a whole number of bytes of at least 1024, got ${quote(maxItemSize)}`)
+  }
+  if (memjsOptions !== undefined && (typeof memjsOptions !== 'object' || memjsOptions === null)) {
+    throw new TypeError(`Expected \`memjs\` to be an object of memjs client options, got ${quote(memjsOptions)}`)
+  }
+  if (logger !== undefined && logger !== false && typeof (logger as Logger | null)?.warn !== 'function') {
+    throw new TypeError(`Expected \`logger\` to have a \`warn\` method, or to be false, got ${quote(logger)}`)
+  }
+
+  return {
+    servers: serverList,
+    client,
+    prefix,
+    ttl: typeof ttl === 'number' ? Math.ceil(ttl) : ttl,
+    serializer,
+    disableTouch,
+    failOpen,
+    merge,
+    timeout,
+    maxItemSize,
+    memjs: memjsOptions ?? {},
+    logger: logger === false ? undefined : (logger ?? console),
+  }
+}
+
+/** The servers as memjs wants them: one comma-separated string without spaces. */
+function checkServers(servers: unknown): string {
+  const list = typeof servers === 'string' ? servers.split(',') : servers
+  if (!Array.isArray(list) || list.length === 0) {
+    throw new TypeError(`Expected \`servers\` to be a "host:port,host:port" string or an array of "host:port", got ${quote(servers)}`)
+  }
+  for (const entry of list) {
+    const port = typeof entry === 'string' ? Number(entry.split(':').at(-1)) : Number.NaN
+    const hasPort = typeof entry === 'string' && /:\d+$/.test(entry)
+    if (typeof entry !== 'string' || !SERVER_PATTERN.test(entry.trim()) || (hasPort && (port < 1 || port > 65535))) {
+      throw new TypeError(`Expected each of \`servers\` to look like "host:port" or "user:pass@host:port", got ${quote(entry)}`)
+    }
+  }
+  return list.map((entry: string) => entry.trim()).join(',')
+}
+
+function checkBoolean(name: string, value: unknown): boolean {
+  if (typeof value !== 'boolean') throw new TypeError(`Expected \`${name}\` to be a boolean, got ${quote(value)}`)
+  return value
+}
+
+/** A value as it should appear in a message: `-5` (number). */
+export function quote(value: unknown): string {
+  let text: string
+  if (typeof value === 'string') text = JSON.stringify(value)
+  else if (typeof value === 'function') text = `[function ${value.name || 'anonymous'}]`
+  else {
+    try {
+      text = typeof value === 'bigint' ? `${value}n` : (JSON.stringify(value) ?? String(value))
+    } catch {
+      text = Object.prototype.toString.call(value)
+    }
+  }
+  if (text.length > 80) text = `${text.slice(0, 77)}...`
+  return `\`${text}\` (${value === null ? 'null' : Array.isArray(value) ? 'array' : typeof value})`
+}

@@ -1,0 +1,329 @@
+import session, { type SessionData } from 'express-session'
+import memjs from 'memjs'
+import { decodeSession, encodeSession, ITEM_OVERHEAD_BYTES } from './codec.js'
+import { MemcacheStoreError, redactId, toError } from './errors.js'
+import { sessionKey } from './keys.js'
+import { KeyedLocks } from './locks.js'
+import { BurstLog } from './log.js'
+import { Memcached } from './memcached/connection.js'
+import { Deadlines } from './memcached/deadlines.js'
+import { type MemjsClient, serverAddress } from './memcached/memjs-internals.js'
+import { mergeSessions } from './merge.js'
+import { type MemcacheStoreOptions, type ResolvedOptions, resolveOptions } from './options.js'
+import { cookieExpiry, lifetimeSeconds, memcachedExpiry } from './ttl.js'
+
+type Callback<T> = (err: unknown, value?: T) => void
+type SessionObject = Record<string, unknown>
+
+/** What the store remembers about a session it loaded or stored, for the session's next save. */
+interface Origin {
+  key: string
+  /** The CAS of what is stored; undefined after a merged write, so the next save merges again. */
+  cas: Buffer | undefined
+  /** The session as this request last read or wrote it: the base of a three-way merge. */
+  text: string
+}
+
+interface InFlight {
+  operation: string
+  subject: string
+  key: string
+  reject(err: Error): void
+}
+
+/** A save that keeps losing CAS races gives up after this many merges rather than retry forever. */
+const MAX_MERGES = 5
+
+/** memcached errors that `failOpen` swallows; bad input, collisions and conflicts are always passed on. */
+const SERVER_FAILURES = new Set(['ETIMEDOUT', 'ESERVERDOWN', 'ECONNCLOSED', 'ECONNECTION', 'EAUTH', 'ESERVER'])
+
+const SILENT = { log() {} }
+
+const FAIL_OPEN_CONSEQUENCE: Record<string, string> = {
+  get: 'served as no session',
+  set: 'session not saved',
+  touch: 'expiry not extended',
+  destroy: 'session not deleted',
+}
+
+/** An express-session store that keeps sessions in memcached. */
+export class MemcacheStore extends session.Store {
+  readonly prefix: string
+  readonly #options: ResolvedOptions
+  readonly #memcached: Memcached
+  readonly #locks = new KeyedLocks()
+  readonly #origins = new WeakMap<object, Origin>()
+  readonly #inFlight: Deadlines<InFlight>
+  readonly #log: BurstLog
+  #nextId = 0
+
+  constructor(options: MemcacheStoreOptions = {}) {
+    super()
+    const resolved = resolveOptions(options)
+    this.#options = resolved
+    this.prefix = resolved.prefix
+    this.#log = new BurstLog(resolved.logger)
+    const seconds = resolved.timeout / 1000
+    const client =
+      resolved.client ??
+      memjs.Client.create(resolved.servers, {
+        logger: SILENT,
+        timeout: seconds,
+        conntimeout: seconds,
+        keepAlive: true,
+        ...resolved.memjs,
+      })
+    this.#memcached = new Memcached(client as unknown as MemjsClient, resolved.timeout, resolved.client === undefined)
+    this.#inFlight = new Deadlines(resolved.timeout, (_id, op) => op.reject(this.#timeoutError(op)))
+  }
+
+  /** The session stored under `sid`, or null: none, expired by its cookie, unreadable, or an invalid ID. */
+  get(sid: string, callback?: Callback<SessionData | null>): Promise<SessionData | null> {
+    return this.#run('get', sid, callback, null, async (key, subject) => {
+      const item = await this.#memcached.get(key, subject)
+      if (item === undefined) return null
+      const text = item.value.toString()
+      const decoded = decodeSession(this.#options.serializer, item.value)
+      if (!decoded.ok) {
+        this.#log.report('decode', `the stored value of ${subject} is not a session (${decoded.reason}); it was treated as no session`)
+        return null
+      }
+      if (hasExpired(decoded.sess)) return null
+      this.#origins.set(decoded.sess, { key, cas: item.cas, text })
+      return decoded.sess
+    })
+  }
+
+  /**
+   * Stores a session. A session express-session just created is added (failing on an ID collision);
+   * one loaded from the store is written only while it still exists (merged with concurrent changes
+   * unless `merge` is false); plain data is upserted. An expired cookie deletes the session instead.
+   */
+  set(sid: string, sess: SessionData, callback?: Callback<void>): Promise<void> {
+    return this.#run('set', sid, callback, undefined, async (key, subject) => {
+      const seconds = lifetimeSeconds(sess, this.#options.ttl)
+      if (seconds < 0) {
+        await this.#memcached.delete(key, subject)
+        return
+      }
+      const expiry = memcachedExpiry(seconds)
+      const { value, text } = this.#encode(sess, key, subject)
+      const origin = this.#origins.get(sess)
+      if (origin?.key === key) return this.#saveLoaded(key, subject, origin, text, expiry)
+      if (isExpressSessionObject(sess, sid)) return this.#saveNew(key, subject, sess, value, text, expiry)
+      await this.#memcached.store('set', key, value, { flags: 0, expiry }, subject)
+    })
+  }
+
+  /** Extends a session's expiry with memcached's TOUCH, without rewriting it. */
+  override touch(sid: string, sess: SessionData, callback?: Callback<void>): Promise<void> {
+    if (this.#options.disableTouch) return settle(Promise.resolve(), callback)
+    return this.#run('touch', sid, callback, undefined, async (key, subject) => {
+      const seconds = lifetimeSeconds(sess, this.#options.ttl)
+      if (seconds < 0) return
+      await this.#memcached.touch(key, memcachedExpiry(seconds), subject)
+    })
+  }
+
+  destroy(sid: string, callback?: Callback<void>): Promise<void> {
+    return this.#run('destroy', sid, callback, undefined, async (key, subject) => {
+      await this.#memcached.delete(key, subject)
+    })
+  }
+
+  /** Resolves once every server answers; rejects with an Error naming each one that does not. */
+  async ready(): Promise<void> {
+    const servers = this.#memcached.servers
+    const results = await Promise.allSettled(servers.map((server) => this.#memcached.ping(server)))
+    const failures = results.flatMap((result, i) =>
+      result.status === 'rejected' ? [`${serverAddress(servers[i])} (${reasonOf(result.reason)})`] : [],
+    )
+    if (failures.length > 0) {
+      throw new MemcacheStoreError(
+        'ESERVERDOWN',
+        'ready',
+        `memcached is not ready: ${failures.length} of ${servers.length} server(s) did not answer: ${failures.join('; ')}`,
+      )
+    }
+  }
+
+  /** Counts for health checks and leak tests: store operations and memcached requests in flight, sessions locked. */
+  diagnostics(): { operationsInFlight: number; requestsInFlight: number; lockedSessions: number } {
+    return { operationsInFlight: this.#inFlight.size, requestsInFlight: this.#memcached.inFlight, lockedSessions: this.#locks.size }
+  }
+
+  /** Settles whatever is in flight with an error and closes the memjs client if the store created it. */
+  async close(): Promise<void> {
+    this.#memcached.close()
+  }
+
+  /** Keeps what was loaded (its CAS and text) with the Session object express-session builds from it. */
+  override createSession(req: Parameters<session.Store['createSession']>[0], sess: SessionData) {
+    const origin = this.#origins.get(sess)
+    const created = super.createSession(req, sess)
+    if (origin) this.#origins.set(created, origin)
+    return created
+  }
+
+  async #saveNew(key: string, subject: string, sess: object, value: Buffer, text: string, expiry: number): Promise<void> {
+    const added = await this.#memcached.store('add', key, value, { flags: 0, expiry }, subject)
+    if (added.status === 'stored') {
+      this.#origins.set(sess, { key, cas: added.cas, text })
+      return
+    }
+    // express-session sent this ID in a Set-Cookie header before saving, so two clients now hold
+    // it: deleting the stored session keeps either from reading the other's data.
+    await this.#memcached.delete(key, subject)
+    throw new MemcacheStoreError(
+      'ECOLLISION',
+      'set',
+      `session ID collision: ${subject} already existed in memcached when a new session was saved under it (does a custom genid repeat IDs?); the stored session was deleted so that neither holder can read the other's`,
+    )
+  }
+
+  /**
+   * Saves a session that was loaded (or already saved) by this request. It is never re-created if it
+   * disappeared meanwhile (a logout stays final). With `merge`, a CAS write; on a lost race, a
+   * three-way merge with what is stored, then another CAS write.
+   */
+  async #saveLoaded(key: string, subject: string, origin: Origin, text: string, expiry: number): Promise<void> {
+    const memcached = this.#memcached
+    if (!this.#options.merge) {
+      const replaced = await memcached.store('replace', key, Buffer.from(text), { flags: 0, expiry }, subject)
+      if (replaced.status === 'stored') origin.text = text
+      return
+    }
+    let value: Buffer = Buffer.from(text)
+    let cas = origin.cas
+    for (let merges = 0; ; merges++) {
+      if (cas !== undefined) {
+        const written = await memcached.store('set', key, value, { flags: 0, expiry, cas }, subject)
+        if (written.status === 'stored') {
+          // After a merge the request's own session object lacks the other request's changes: its
+          // next save must merge again rather than overwrite them.
+          origin.cas = merges === 0 ? written.cas : undefined
+          origin.text = text
+          return
+        }
+        if (written.status === 'notFound') return
+      }
+      if (merges === MAX_MERGES) {
+        throw new MemcacheStoreError(
+          'ECONFLICT',
+          'set',
+          `memcached SET of ${subject} gave up after ${MAX_MERGES} merges: other requests kept changing the session; nothing was written`,
+        )
+      }
+      const current = await memcached.get(key, subject)
+      if (current === undefined) return
+      const theirs = decodeSession(this.#options.serializer, current.value)
+      if (theirs.ok && hasExpired(theirs.sess)) return
+      const parse = (source: string) => this.#options.serializer.parse(source) as SessionObject
+      const merged = theirs.ok ? mergeSessions(parse(origin.text), parse(text), theirs.sess as unknown as SessionObject) : parse(text)
+      value = this.#encode(merged as unknown as SessionData, key, subject).value
+      cas = current.cas
+    }
+  }
+
+  #encode(sess: SessionData, key: string, subject: string): { value: Buffer; text: string } {
+    let value: Buffer
+    try {
+      value = encodeSession(this.#options.serializer, sess)
+    } catch (err) {
+      throw new MemcacheStoreError('ESERIALIZE', 'set', `${subject} could not be serialized: ${toError(err).message}`, { cause: err })
+    }
+    const limit = this.#options.maxItemSize - Buffer.byteLength(key) - ITEM_OVERHEAD_BYTES
+    if (value.length > limit) {
+      throw new MemcacheStoreError(
+        'ETOOLARGE',
+        'set',
+        `${subject} is ${value.length} bytes serialized, over the ${limit} bytes a ${this.#options.maxItemSize}-byte memcached item leaves for it; it was not sent and the stored session is unchanged`,
+      )
+    }
+    return { value, text: value.toString() }
+  }
+
+  /** One store operation: key checks, the session's lock, the deadline, failOpen and the optional callback. */
+  #run<T>(
+    operation: string,
+    sid: unknown,
+    callback: Callback<T> | undefined,
+    failOpenValue: T,
+    work: (key: string, subject: string) => Promise<T>,
+  ): Promise<T> {
+    const subject = typeof sid === 'string' && sid !== '' ? `session ${redactId(sid)}` : 'a session'
+    const attempt = async (): Promise<T> => {
+      let key: string
+      try {
+        key = sessionKey(this.prefix, sid, operation)
+      } catch (err) {
+        // No session can be stored under a key memcached refuses.
+        if (operation === 'get') return failOpenValue
+        throw err
+      }
+      try {
+        const value = await this.#withinDeadline(operation, subject, key, this.#locks.run(key, () => work(key, subject)))
+        this.#log.recovered('memcached')
+        return value
+      } catch (err) {
+        if (!(this.#options.failOpen && SERVER_FAILURES.has((err as MemcacheStoreError).code))) throw err
+        this.#log.report('memcached', `${(err as Error).message}; ${FAIL_OPEN_CONSEQUENCE[operation]} (failOpen)`)
+        return failOpenValue
+      }
+    }
+    return settle(attempt(), callback)
+  }
+
+  #withinDeadline<T>(operation: string, subject: string, key: string, work: Promise<T>): Promise<T> {
+    return new Promise<T>((resolve, reject) => {
+      const id = ++this.#nextId
+      this.#inFlight.add(id, { operation, subject, key, reject })
+      work.then(
+        (value) => this.#inFlight.delete(id) && resolve(value),
+        (err) => this.#inFlight.delete(id) && reject(err),
+      )
+    })
+  }
+
+  #timeoutError(op: InFlight): MemcacheStoreError {
+    const address = this.#memcached.addressFor(op.key)
+    return new MemcacheStoreError(
+      'ETIMEDOUT',
+      op.operation,
+      `memcached ${op.operation} of ${op.subject} on ${address} timed out: not settled within ${this.#options.timeout} ms`,
+      { server: address },
+    )
+  }
+}
+
+/** Hands a result to express-session's callback (outside the promise chain) or to the caller's await. */
+function settle<T>(result: Promise<T>, callback: Callback<T> | undefined): Promise<T> {
+  if (!callback) return result
+  return result.then(
+    (value) => {
+      process.nextTick(callback, null, value)
+      return value
+    },
+    (err) => {
+      process.nextTick(callback, err)
+      return undefined as T
+    },
+  )
+}
+
+/** The cookie decides, to the millisecond: memcached's clock ticks in seconds and the TTL has a second of grace. */
+function hasExpired(sess: SessionData): boolean {
+  const expiresAt = cookieExpiry(sess)
+  return expiresAt !== undefined && expiresAt <= Date.now()
+}
+
+/** A Session object built by express-session for this ID (a new one unless the store loaded it). */
+function isExpressSessionObject(sess: object, sid: string): boolean {
+  const candidate = sess as { id?: unknown; save?: unknown; regenerate?: unknown }
+  return candidate.id === sid && typeof candidate.save === 'function' && typeof candidate.regenerate === 'function'
+}
+
+function reasonOf(err: unknown): string {
+  const error = toError(err)
+  return error.cause instanceof Error ? error.cause.message : error.message.replace(/^.*? failed: /, '')
+}

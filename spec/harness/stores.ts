@@ -1,0 +1,55 @@
+import session, { type SessionData } from 'express-session'
+import { MemcacheStore, type MemcacheStoreOptions } from '../../lib/index.ts'
+import type { MemcachedServer } from './memcached.ts'
+
+let counter = 0
+
+/** A unique key prefix per store, so tests sharing one memcached never see each other's keys. */
+export function uniquePrefix(): string {
+  return `t${process.pid}-${++counter}:`
+}
+
+/** Stores created by a test file, closed together in its `after` hook. */
+export class StoreFactory {
+  readonly #stores: MemcacheStore[] = []
+  constructor(readonly server: () => MemcachedServer) {}
+
+  create(options: MemcacheStoreOptions = {}): MemcacheStore {
+    const store = new MemcacheStore({ servers: this.server().address, prefix: uniquePrefix(), logger: false, ...options })
+    this.#stores.push(store)
+    return store
+  }
+
+  async closeAll(): Promise<void> {
+    await Promise.all(this.#stores.map((store) => store.close()))
+  }
+}
+
+/** Plain session data as it would come out of JSON, with a cookie expiring in `maxAgeMs` (or none). */
+export function plainSession(fields: Record<string, unknown> = {}, maxAgeMs: number | null = 60_000): SessionData {
+  const cookie =
+    maxAgeMs === null
+      ? { originalMaxAge: null, expires: null, httpOnly: true, path: '/' }
+      : { originalMaxAge: maxAgeMs, expires: new Date(Date.now() + maxAgeMs).toISOString(), httpOnly: true, path: '/' }
+  return { cookie, ...fields } as unknown as SessionData
+}
+
+/** A session as express-session creates it for a new visitor: a Session object with a live Cookie. */
+export function newSession(store: MemcacheStore, sid: string, fields: Record<string, unknown> = {}, maxAgeMs: number | null = 60_000) {
+  const req = { sessionID: sid, sessionStore: store } as unknown as ConstructorParameters<typeof session.Session>[0]
+  const sess = new session.Session(req) as session.Session & SessionData & Record<string, unknown>
+  sess.cookie = new session.Cookie(maxAgeMs === null ? {} : { maxAge: maxAgeMs })
+  Object.assign(sess, fields)
+  return sess
+}
+
+/** A session loaded from the store, as express-session loads it (store.load, then createSession). */
+export function loadSession(store: MemcacheStore, sid: string): Promise<(session.Session & Record<string, unknown>) | undefined> {
+  return new Promise((resolve, reject) => {
+    store.load(sid, (err, sess) => (err ? reject(err) : resolve(sess as (session.Session & Record<string, unknown>) | undefined)))
+  })
+}
+
+export function randomId(): string {
+  return `id-${Math.random().toString(36).slice(2)}${Date.now().toString(36)}`
+}

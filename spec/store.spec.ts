@@ -1,0 +1,424 @@
+import assert from 'node:assert/strict'
+import { after, before, describe, it } from 'node:test'
+import memjs from 'memjs'
+import { MemcacheStore, MemcacheStoreError } from '../lib/index.ts'
+import { freePort, MemcachedServer, sleep } from './harness/memcached.ts'
+import { loadSession, newSession, plainSession, randomId, StoreFactory } from './harness/stores.ts'
+
+let server: MemcachedServer
+const stores = new StoreFactory(() => server)
+
+before(async () => {
+  server = await MemcachedServer.start()
+})
+after(async () => {
+  await stores.closeAll()
+  await server.stop()
+})
+
+function keyOf(store: MemcacheStore, sid: string): string {
+  return store.prefix + sid
+}
+
+describe('get, set, destroy', () => {
+  it('round-trips a session with promises', async () => {
+    const store = stores.create()
+    const sid = randomId()
+    await store.set(sid, plainSession({ user: 'ada', cart: [1, 2] }))
+    const sess = await store.get(sid)
+    assert.deepEqual((sess as unknown as Record<string, unknown>).user, 'ada')
+    assert.deepEqual((sess as unknown as Record<string, unknown>).cart, [1, 2])
+    await store.destroy(sid)
+    assert.equal(await store.get(sid), null)
+    assert.equal(await server.inspect(keyOf(store, sid)), undefined)
+  })
+
+  it('round-trips a session with express-session callbacks', async () => {
+    const store = stores.create()
+    const sid = randomId()
+    await new Promise<void>((resolve, reject) => store.set(sid, plainSession({ n: 1 }), (err) => (err ? reject(err) : resolve())))
+    const sess = await new Promise((resolve, reject) => store.get(sid, (err, value) => (err ? reject(err) : resolve(value))))
+    assert.equal((sess as Record<string, unknown>).n, 1)
+    await new Promise<void>((resolve, reject) => store.destroy(sid, (err) => (err ? reject(err) : resolve())))
+    assert.equal(await store.get(sid), null)
+  })
+
+  it('passes errors to the callback and resolves the returned promise instead of rejecting it', async () => {
+    const store = stores.create()
+    const received = await new Promise((resolve) => {
+      const returned = store.set('has space', plainSession(), (err) => resolve(err))
+      returned.then(() => {}, () => assert.fail('the promise must not reject when a callback is given'))
+    })
+    assert.ok(received instanceof MemcacheStoreError)
+  })
+
+  it('yields null for a session that was never stored, and destroying it is not an error', async () => {
+    const store = stores.create()
+    assert.equal(await store.get(randomId()), null)
+    await store.destroy(randomId())
+  })
+
+  it('stores under prefix + sid, and two prefixes never see each other', async () => {
+    const a = stores.create({ prefix: 'appA:' })
+    const b = stores.create({ prefix: 'appB:' })
+    const sid = randomId()
+    await a.set(sid, plainSession({ app: 'a' }))
+    assert.ok(await server.inspect(`appA:${sid}`))
+    assert.equal(await b.get(sid), null)
+    await b.destroy(sid)
+    assert.ok(await a.get(sid))
+  })
+
+  it('upserts plain data passed to set directly, as MemoryStore does', async () => {
+    const store = stores.create()
+    const sid = randomId()
+    await store.set(sid, plainSession({ v: 1 }))
+    await store.set(sid, plainSession({ v: 2 }))
+    assert.equal(((await store.get(sid)) as unknown as Record<string, unknown>).v, 2)
+  })
+})
+
+describe('expiry', () => {
+  it('sends the remaining cookie lifetime plus one second', async () => {
+    const store = stores.create()
+    const sid = randomId()
+    await store.set(sid, plainSession({}, 60_000))
+    const item = await server.inspect(keyOf(store, sid))
+    assert.ok(item && item.ttl >= 60 && item.ttl <= 61, `ttl ${item?.ttl}`)
+  })
+
+  it('rounds a partial second of cookie lifetime up', async () => {
+    const store = stores.create()
+    const sid = randomId()
+    await store.set(sid, plainSession({}, 1_200))
+    const item = await server.inspect(keyOf(store, sid))
+    assert.ok(item && item.ttl >= 2 && item.ttl <= 3, `ttl ${item?.ttl}`)
+  })
+
+  it('uses the ttl option when the cookie has no expiry, and 0 means no expiry', async () => {
+    const store = stores.create({ ttl: 120 })
+    const sid = randomId()
+    await store.set(sid, plainSession({}, null))
+    const item = await server.inspect(keyOf(store, sid))
+    assert.ok(item && item.ttl >= 120 && item.ttl <= 121, `ttl ${item?.ttl}`)
+
+    const forever = stores.create({ ttl: 0 })
+    await forever.set(sid, plainSession({}, null))
+    assert.equal((await server.inspect(keyOf(forever, sid)))?.ttl, -1)
+  })
+
+  it('uses the ttl function for every session when given', async () => {
+    const store = stores.create({ ttl: (sess) => ((sess as unknown as { admin?: boolean }).admin ? 30 : 300) })
+    const sid = randomId()
+    await store.set(sid, plainSession({ admin: true }, 60_000))
+    const item = await server.inspect(keyOf(store, sid))
+    assert.ok(item && item.ttl >= 30 && item.ttl <= 31, `ttl ${item?.ttl}`)
+  })
+
+  it('rejects a ttl function that returns no number, writing nothing', async () => {
+    const store = stores.create({ ttl: () => 'soon' as unknown as number })
+    const sid = randomId()
+    await assert.rejects(store.set(sid, plainSession()), /`ttl` function to return a number/)
+    assert.equal(await server.inspect(keyOf(store, sid)), undefined)
+  })
+
+  it('keeps a 31-day cookie: sent as an absolute Unix time, still there after 2 s', async () => {
+    const store = stores.create()
+    const sid = randomId()
+    const days31 = 31 * 24 * 3600 * 1000
+    await store.set(sid, plainSession({ long: true }, days31))
+    const item = await server.inspect(keyOf(store, sid))
+    assert.ok(item && Math.abs(item.ttl - days31 / 1000) <= 2, `ttl ${item?.ttl}`)
+    await sleep(2000)
+    assert.ok(await server.inspect(keyOf(store, sid)))
+    assert.ok(await store.get(sid))
+  })
+
+  it('deletes the stored session instead of writing one whose cookie has expired', async () => {
+    const store = stores.create()
+    const sid = randomId()
+    await store.set(sid, plainSession({ v: 1 }))
+    const expired = plainSession({ v: 2 }, 60_000) as unknown as { cookie: { expires: string } }
+    expired.cookie.expires = new Date(Date.now() - 1000).toISOString()
+    await store.set(sid, expired as never)
+    assert.equal(await server.inspect(keyOf(store, sid)), undefined)
+  })
+
+  it('yields no session once the cookie has expired, even while memcached still holds it', async () => {
+    const store = stores.create()
+    const sid = randomId()
+    await store.set(sid, plainSession({}, 300))
+    assert.ok(await store.get(sid))
+    await sleep(350)
+    assert.equal(await store.get(sid), null)
+    assert.ok(await server.inspect(keyOf(store, sid)), 'memcached still holds it (one second of grace)')
+  })
+})
+
+describe('touch', () => {
+  it('moves the expiry without rewriting the stored bytes', async () => {
+    const store = stores.create()
+    const sid = randomId()
+    await store.set(sid, plainSession({ v: 1 }, 10_000))
+    const before = await server.inspect(keyOf(store, sid))
+    assert.ok(before && before.ttl <= 11)
+    await store.touch(sid, plainSession({ v: 'not written' }, 100_000))
+    const after = await server.inspect(keyOf(store, sid))
+    assert.ok(after && after.ttl >= 100 && after.ttl <= 101, `ttl ${after?.ttl}`)
+    assert.deepEqual(after.value, before.value)
+  })
+
+  it('does nothing for an expired cookie, a missing session, or with disableTouch', async () => {
+    const store = stores.create()
+    const sid = randomId()
+    await store.set(sid, plainSession({}, 10_000))
+    const expired = plainSession({}, 10_000) as unknown as { cookie: { expires: string } }
+    expired.cookie.expires = new Date(Date.now() - 1).toISOString()
+    await store.touch(sid, expired as never)
+    assert.ok(((await server.inspect(keyOf(store, sid)))?.ttl ?? 0) <= 11)
+
+    await store.touch(randomId(), plainSession())
+
+    const untouchable = stores.create({ disableTouch: true })
+    await untouchable.set(sid, plainSession({}, 10_000))
+    await untouchable.touch(sid, plainSession({}, 100_000))
+    assert.ok(((await server.inspect(keyOf(untouchable, sid)))?.ttl ?? 99) <= 11)
+  })
+})
+
+describe('collision-checked new sessions', () => {
+  it('adds a new session, and a second new session under the same ID fails and deletes the stored one', async () => {
+    const store = stores.create()
+    const sid = randomId()
+    await store.set(sid, newSession(store, sid, { owner: 'first', secret: 42 }))
+    await assert.rejects(store.set(sid, newSession(store, sid, { owner: 'second' })), (err: MemcacheStoreError) => {
+      assert.equal(err.code, 'ECOLLISION')
+      assert.match(err.message, /collision/)
+      assert.ok(!err.message.includes(sid), 'the message must not contain the whole session ID')
+      return true
+    })
+    assert.equal(await server.inspect(keyOf(store, sid)), undefined, 'neither holder can read the other')
+  })
+
+  it('a new session saved twice in one request is not a collision', async () => {
+    const store = stores.create()
+    const sid = randomId()
+    const sess = newSession(store, sid, { step: 1 })
+    await store.set(sid, sess)
+    sess.step = 2
+    await store.set(sid, sess)
+    assert.equal(((await store.get(sid)) as unknown as Record<string, unknown>).step, 2)
+  })
+
+  it('never re-creates a loaded session that was destroyed meanwhile', async () => {
+    const store = stores.create()
+    const sid = randomId()
+    await store.set(sid, newSession(store, sid, { user: 'ada' }))
+    const loaded = await loadSession(store, sid)
+    assert.ok(loaded)
+    await store.destroy(sid) // a logout in a concurrent request
+    loaded.cart = ['late change']
+    await store.set(sid, loaded)
+    assert.equal(await server.inspect(keyOf(store, sid)), undefined)
+  })
+})
+
+describe('keys memcached would refuse', () => {
+  const badIds = ['has space', 'tab\there', 'nul\0byte', 'newline\n', 'del\x7f', 'x'.repeat(300), '\ud800lone', '']
+  for (const sid of badIds) {
+    it(`${JSON.stringify(sid.slice(0, 12))}: get yields no session, others fail clearly, the connection survives`, async () => {
+      const store = stores.create()
+      const good = randomId()
+      await store.set(good, plainSession({ ok: true }))
+      assert.equal(await store.get(sid), null)
+      for (const op of [() => store.set(sid, plainSession()), () => store.destroy(sid), () => store.touch(sid, plainSession())]) {
+        await assert.rejects(op(), (err: MemcacheStoreError) => err.code === 'EBADKEY' && /session ID|key for session/.test(err.message))
+      }
+      assert.ok(await store.get(good), 'other sessions are untouched and the connection still works')
+    })
+  }
+
+  it('accepts a Unicode ID within 250 bytes and counts bytes, not characters', async () => {
+    const store = stores.create({ prefix: 'u:' })
+    const sid = 'ü'.repeat(124) // 248 bytes, with the prefix 250
+    await store.set(sid, plainSession({ uni: true }))
+    assert.ok(await store.get(sid))
+    await assert.rejects(store.set(`${sid}ü`, plainSession()), /252 bytes/)
+  })
+})
+
+describe('item size', () => {
+  it('refuses a session over the item limit, naming both sizes, and keeps the stored one', async () => {
+    const store = stores.create()
+    const sid = randomId()
+    await store.set(sid, plainSession({ v: 'small' }))
+    await assert.rejects(store.set(sid, plainSession({ v: 'x'.repeat(1_100_000) })), (err: MemcacheStoreError) => {
+      assert.equal(err.code, 'ETOOLARGE')
+      assert.match(err.message, /1100\d{3} bytes/)
+      assert.match(err.message, /1048576/)
+      return true
+    })
+    assert.equal(((await store.get(sid)) as unknown as Record<string, unknown>).v, 'small')
+  })
+
+  it('accepts a session just under the limit', async () => {
+    const store = stores.create()
+    const sid = randomId()
+    await store.set(sid, plainSession({ v: 'x'.repeat(1_048_576 - 400) }))
+    assert.ok(await store.get(sid))
+  })
+
+  it('follows a configured maxItemSize, matching memcached -I', async () => {
+    const big = await MemcachedServer.start({ args: ['-I', '2m'] })
+    try {
+      const store = new MemcacheStore({ servers: big.address, maxItemSize: 2 * 1_048_576, logger: false })
+      const sid = randomId()
+      await store.set(sid, plainSession({ v: 'x'.repeat(1_500_000) }))
+      assert.ok(await store.get(sid))
+      await store.close()
+    } finally {
+      await big.stop()
+    }
+  })
+})
+
+describe('unreadable stored values', () => {
+  const values: Array<[string, string | Buffer]> = [
+    ['truncated JSON', '{"cookie":{"originalMaxAge":1000'],
+    ['a number', '42'],
+    ['an array', '[1,2]'],
+    ['no cookie', '{"user":"ada"}'],
+    ['null', 'null'],
+    ['random bytes', Buffer.from([0xff, 0x00, 0x81, 0x7b, 0x22])],
+  ]
+  for (const [name, raw] of values) {
+    it(`${name}: yields no session, throws nothing, logs without the whole session ID`, async () => {
+      const lines: string[] = []
+      const store = stores.create({ logger: { warn: (line) => lines.push(line) } })
+      const sid = randomId()
+      const client = memjs.Client.create(server.address, { logger: { log() {} } })
+      await client.set(keyOf(store, sid), raw as string, { expires: 60 })
+      client.close()
+      assert.equal(await store.get(sid), null)
+      assert.equal(lines.length, 1)
+      assert.match(lines[0], /not a session/)
+      assert.ok(!lines[0].includes(sid))
+    })
+  }
+})
+
+describe('ready and close', () => {
+  it('ready() resolves when every server answers', async () => {
+    await stores.create().ready()
+  })
+
+  it('ready() rejects naming each unreachable server', async () => {
+    const [deadA, deadB] = [await freePort(), await freePort()]
+    const store = new MemcacheStore({ servers: [`127.0.0.1:${deadA}`, server.address, `127.0.0.1:${deadB}`], logger: false })
+    await assert.rejects(store.ready(), (err: Error) => {
+      assert.match(err.message, new RegExp(`127\\.0\\.0\\.1:${deadA} \\(.*ECONNREFUSED`))
+      assert.match(err.message, new RegExp(`127\\.0\\.0\\.1:${deadB}`))
+      assert.ok(!err.message.includes(server.address), 'the reachable server is not named')
+      assert.match(err.message, /2 of 3/)
+      return true
+    })
+    await store.close()
+  })
+
+  it('close() closes its own client; later operations fail instead of reconnecting', async () => {
+    const store = stores.create()
+    await store.set('a', plainSession())
+    await store.close()
+    await assert.rejects(store.get('a'), (err: MemcacheStoreError) => err.code === 'ECLOSED')
+  })
+
+  it('never closes a client it was given', async () => {
+    const client = memjs.Client.create(server.address, { logger: { log() {} } })
+    const store = new MemcacheStore({ client, prefix: 'given:', logger: false })
+    await store.set('a', plainSession())
+    await store.close()
+    await client.set('still-open', 'yes', { expires: 10 })
+    assert.equal((await client.get('still-open')).value?.toString(), 'yes')
+    client.close()
+  })
+})
+
+describe('per-session locks', () => {
+  it('leave the lock table empty after many concurrent operations on many sessions', async () => {
+    const store = stores.create()
+    const ids = Array.from({ length: 200 }, randomId)
+    await Promise.all(ids.flatMap((sid) => [store.set(sid, plainSession()), store.get(sid), store.touch(sid, plainSession()), store.destroy(sid)]))
+    assert.deepEqual(store.diagnostics(), { operationsInFlight: 0, requestsInFlight: 0, lockedSessions: 0 })
+  })
+
+  it('run operations on one session in arrival order', async () => {
+    const store = stores.create()
+    const sid = randomId()
+    const order: string[] = []
+    const track = (label: string, p: Promise<unknown>) => p.then(() => order.push(label))
+    await Promise.all([
+      track('set1', store.set(sid, newSession(store, sid, { v: 1 }))),
+      track('get1', store.get(sid)),
+      track('set2', store.set(sid, plainSession({ v: 2 }))),
+      track('destroy', store.destroy(sid)),
+      track('get2', store.get(sid)),
+    ])
+    assert.deepEqual(order, ['set1', 'get1', 'set2', 'destroy', 'get2'])
+  })
+})
+
+describe('bounded time and failOpen', () => {
+  it('settles within the timeout when the server is frozen, with an error naming the server, and recovers', async () => {
+    const frozen = await MemcachedServer.start()
+    const store = new MemcacheStore({ servers: frozen.address, timeout: 300, logger: false })
+    try {
+      await store.set('a', plainSession({ v: 1 }))
+      frozen.freeze()
+      const started = performance.now()
+      await assert.rejects(store.get('a'), (err: MemcacheStoreError) => {
+        assert.equal(err.code, 'ETIMEDOUT')
+        assert.ok(err.message.includes(frozen.address))
+        return true
+      })
+      const took = performance.now() - started
+      assert.ok(took < 400, `settled after ${took} ms`)
+      frozen.thaw()
+      const deadline = Date.now() + 2000
+      let value: unknown = null
+      while (Date.now() < deadline && !value) value = await store.get('a').catch(() => null)
+      assert.ok(value, 'reads succeed again after the thaw')
+    } finally {
+      await store.close()
+      await frozen.stop()
+    }
+  })
+
+  it('failOpen: a dead server yields no session, writes succeed without writing, one log line per burst', async () => {
+    const doomed = await MemcachedServer.start()
+    const lines: string[] = []
+    const store = new MemcacheStore({ servers: doomed.address, failOpen: true, timeout: 300, logger: { warn: (l) => lines.push(l) } })
+    try {
+      await store.set('a', plainSession())
+      await doomed.kill()
+      for (let i = 0; i < 10; i++) {
+        assert.equal(await store.get('a'), null)
+        await store.set('a', plainSession())
+        await store.touch('a', plainSession())
+        await store.destroy('a')
+      }
+      assert.equal(lines.length, 1, lines.join('\n'))
+      assert.match(lines[0], /failOpen/)
+      assert.match(lines[0], new RegExp(doomed.address.replace(/\./g, '\\.')))
+    } finally {
+      await store.close()
+    }
+  })
+
+  it('without failOpen, a dead server is an error passed on', async () => {
+    const doomed = await MemcachedServer.start()
+    const store = new MemcacheStore({ servers: doomed.address, timeout: 300, logger: false })
+    await doomed.kill()
+    await assert.rejects(store.get('a'), (err: MemcacheStoreError) => err instanceof Error && err.message.includes(doomed.address))
+    await store.close()
+  })
+})
