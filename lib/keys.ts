@@ -22,12 +22,20 @@ export function keyProblem(key: string): string | undefined {
 /** The memcached key of a session: `prefix + sid`, or an error saying why that key is unusable. */
 export function sessionKey(prefix: string, sid: unknown, operation: string): string {
   if (typeof sid !== 'string' || sid.length === 0) {
-    throw new MemcacheStoreError('EBADKEY', operation, `memcached ${operation}: session ID must be a non-empty string, got ${describe(sid)}`)
+    throw new MemcacheStoreError(
+      'EBADKEY',
+      operation,
+      `memcached ${operation}: session ID must be a non-empty string, got ${describe(sid)}`,
+    )
   }
   const key = prefix + sid
   const problem = keyProblem(key)
   if (problem !== undefined) {
-    throw new MemcacheStoreError('EBADKEY', operation, `memcached ${operation}: key for session ${redactId(sid)} ${problem}; it was not sent`)
+    throw new MemcacheStoreError(
+      'EBADKEY',
+      operation,
+      `memcached ${operation}: key for session ${redactId(sid)} ${problem}; it was not sent`,
+    )
   }
   return key
 }

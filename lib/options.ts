@@ -142,7 +142,8 @@ export function resolveOptions(options: MemcacheStoreOptions = {}): ResolvedOpti
   }
   if (typeof prefix !== 'string') throw new TypeError(`Expected \`prefix\` to be a string, got ${quote(prefix)}`)
   const prefixProblem = prefix === '' ? undefined : keyProblem(prefix)
-  if (prefixProblem !== undefined) throw new TypeError(`Expected \`prefix\` to be usable in a memcached key, got ${quote(prefix)}: it ${prefixProblem}`)
+  if (prefixProblem !== undefined)
+    throw new TypeError(`Expected \`prefix\` to be usable in a memcached key, got ${quote(prefix)}: it ${prefixProblem}`)
   if (typeof ttl !== 'function' && !(typeof ttl === 'number' && Number.isFinite(ttl) && ttl >= 0)) {
     throw new TypeError(`Expected \`ttl\` to be a non-negative number of seconds or a function returning one, got ${quote(ttl)}`)
   }

@@ -262,7 +262,12 @@ export class MemcacheStore extends session.Store {
         throw err
       }
       try {
-        const value = await this.#withinDeadline(operation, subject, key, this.#locks.run(key, () => work(key, subject)))
+        const value = await this.#withinDeadline(
+          operation,
+          subject,
+          key,
+          this.#locks.run(key, () => work(key, subject)),
+        )
         this.#log.recovered('memcached')
         return value
       } catch (err) {

@@ -47,7 +47,10 @@ describe('get, set, destroy', () => {
     const store = stores.create()
     const received = await new Promise((resolve) => {
       const returned = store.set('has space', plainSession(), (err) => resolve(err))
-      returned.then(() => {}, () => assert.fail('the promise must not reject when a callback is given'))
+      returned.then(
+        () => {},
+        () => assert.fail('the promise must not reject when a callback is given'),
+      )
     })
     assert.ok(received instanceof MemcacheStoreError)
   })
@@ -347,7 +350,9 @@ describe('per-session locks', () => {
   it('leave the lock table empty after many concurrent operations on many sessions', async () => {
     const store = stores.create()
     const ids = Array.from({ length: 200 }, randomId)
-    await Promise.all(ids.flatMap((sid) => [store.set(sid, plainSession()), store.get(sid), store.touch(sid, plainSession()), store.destroy(sid)]))
+    await Promise.all(
+      ids.flatMap((sid) => [store.set(sid, plainSession()), store.get(sid), store.touch(sid, plainSession()), store.destroy(sid)]),
+    )
     assert.deepEqual(store.diagnostics(), { operationsInFlight: 0, requestsInFlight: 0, lockedSessions: 0 })
   })
 

@@ -89,9 +89,7 @@ export class Memcached {
     const operation = mode.toUpperCase()
     const extras = storageExtras(options.flags, options.expiry)
     const server = this.#serverFor(key)
-    const response = await this.#send(server, operation, subject, (seq) =>
-      buildRequest(Opcode[mode], key, seq, extras, value, options.cas),
-    )
+    const response = await this.#send(server, operation, subject, (seq) => buildRequest(Opcode[mode], key, seq, extras, value, options.cas))
     const { status } = response.header
     if (status === Status.ok) return { status: 'stored', cas: Buffer.from(response.header.cas) }
     if (status === Status.exists) return { status: 'exists' }
@@ -112,9 +110,7 @@ export class Memcached {
   async touch(key: string, expiry: number, subject: string): Promise<boolean> {
     const extras = touchExtras(expiry)
     const server = this.#serverFor(key)
-    const response = await this.#send(server, 'TOUCH', subject, (seq) =>
-      buildRequest(Opcode.touch, key, seq, extras),
-    )
+    const response = await this.#send(server, 'TOUCH', subject, (seq) => buildRequest(Opcode.touch, key, seq, extras))
     if (response.header.status === Status.notFound) return false
     if (response.header.status !== Status.ok) throw this.#statusError(server, 'TOUCH', subject, response)
     return true
@@ -180,7 +176,9 @@ export class Memcached {
         request = build(seq)
       } catch (err) {
         if (admission === 'probe') health.probing = false
-        reject(new MemcacheStoreError('ESERVER', operation, `memcached ${operation} of ${subject}: ${toError(err).message}`, { cause: err }))
+        reject(
+          new MemcacheStoreError('ESERVER', operation, `memcached ${operation} of ${subject}: ${toError(err).message}`, { cause: err }),
+        )
         return
       }
       const pending: Pending = { server, socket: undefined, operation, subject, probe: admission === 'probe', resolve, reject }

@@ -22,16 +22,16 @@ export const Status = {
 } as const
 
 const STATUS_TEXT: Record<number, string> = {
-  0x0003: 'value too large',
-  0x0004: 'invalid arguments',
-  0x0005: 'item not stored',
-  0x0020: 'authentication required or failed',
-  0x0081: 'unknown command',
-  0x0082: 'out of memory',
-  0x0083: 'not supported',
-  0x0084: 'internal error',
-  0x0085: 'busy',
-  0x0086: 'temporary failure',
+  3: 'value too large',
+  4: 'invalid arguments',
+  5: 'item not stored',
+  32: 'authentication required or failed',
+  129: 'unknown command',
+  130: 'out of memory',
+  131: 'not supported',
+  132: 'internal error',
+  133: 'busy',
+  134: 'temporary failure',
 }
 
 export function statusText(status: number): string {
@@ -46,14 +46,7 @@ const HEADER_BYTES = 24
 export const NO_CAS: Buffer = Buffer.alloc(8)
 
 /** One binary-protocol request in a single buffer (header, extras, key, value). */
-export function buildRequest(
-  opcode: number,
-  key: string,
-  opaque: number,
-  extras?: Buffer,
-  value?: Buffer,
-  cas?: Buffer,
-): Buffer {
+export function buildRequest(opcode: number, key: string, opaque: number, extras?: Buffer, value?: Buffer, cas?: Buffer): Buffer {
   const keyBytes = Buffer.byteLength(key)
   const extrasBytes = extras?.length ?? 0
   const valueBytes = value?.length ?? 0

@@ -15,7 +15,13 @@ let binary: string | undefined
 /** The memcached binary, or an Error that says how to install it. */
 export function memcachedBinary(): string {
   if (binary) return binary
-  const candidates = [process.env.MEMCACHED_BIN, whichMemcached(), '/usr/bin/memcached', '/usr/local/bin/memcached', '/opt/homebrew/bin/memcached']
+  const candidates = [
+    process.env.MEMCACHED_BIN,
+    whichMemcached(),
+    '/usr/bin/memcached',
+    '/usr/local/bin/memcached',
+    '/opt/homebrew/bin/memcached',
+  ]
   binary = candidates.find((path): path is string => !!path && existsSync(path))
   if (!binary) throw new Error(INSTALL_HINT)
   return binary
@@ -109,7 +115,9 @@ export class MemcachedServer {
     const deadline = Date.now() + 5000
     while (Date.now() < deadline) {
       if (child.exitCode !== null || child.signalCode !== null) {
-        throw new Error(`memcached on port ${this.port} exited during start-up (${child.exitCode ?? child.signalCode}): ${this.#stderr.trim()}`)
+        throw new Error(
+          `memcached on port ${this.port} exited during start-up (${child.exitCode ?? child.signalCode}): ${this.#stderr.trim()}`,
+        )
       }
       if (await this.#answers()) return
       await sleep(20)

@@ -35,10 +35,13 @@ export function plainSession(fields: Record<string, unknown> = {}, maxAgeMs: num
 }
 
 /** A session as express-session creates it for a new visitor: a Session object with a live Cookie. */
+// express-session's typings mark these constructors private; the runtime exports them for stores.
+const Session = session.Session as unknown as new (req: object) => session.Session & SessionData & Record<string, unknown>
+const Cookie = session.Cookie as unknown as new (options: object) => session.Cookie
+
 export function newSession(store: MemcacheStore, sid: string, fields: Record<string, unknown> = {}, maxAgeMs: number | null = 60_000) {
-  const req = { sessionID: sid, sessionStore: store } as unknown as ConstructorParameters<typeof session.Session>[0]
-  const sess = new session.Session(req) as session.Session & SessionData & Record<string, unknown>
-  sess.cookie = new session.Cookie(maxAgeMs === null ? {} : { maxAge: maxAgeMs })
+  const sess = new Session({ sessionID: sid, sessionStore: store })
+  sess.cookie = new Cookie(maxAgeMs === null ? {} : { maxAge: maxAgeMs })
   Object.assign(sess, fields)
   return sess
 }

@@ -1,0 +1,64 @@
+import express from 'express'
+import session, { type SessionOptions } from 'express-session'
+import type { MemcacheStore } from '../../lib/index.ts'
+
+declare module 'express-session' {
+  interface SessionData {
+    views?: number
+    user?: string
+    secret?: string
+    [field: string]: unknown
+  }
+}
+
+/**
+ * The app the end-to-end tests drive: a visit counter, a read-only page, log in (regenerate) and
+ * log out (destroy), plus a route that waits before answering so two requests overlap.
+ */
+export function testApp(store: MemcacheStore, options: Partial<SessionOptions> = {}) {
+  const app = express()
+  app.use(express.json())
+  app.use(session({ store, secret: 'test secret', resave: false, saveUninitialized: false, ...options }))
+  app.get('/count', (req, res) => {
+    req.session.views = (req.session.views ?? 0) + 1
+    res.json({ views: req.session.views, id: req.sessionID })
+  })
+  app.get('/read', (req, res) => {
+    res.json({ views: req.session.views ?? null, user: req.session.user ?? null, secret: req.session.secret ?? null, id: req.sessionID })
+  })
+  app.post('/set', (req, res) => {
+    Object.assign(req.session, req.body)
+    res.json({ id: req.sessionID })
+  })
+  app.post('/set-slowly', (req, res) => {
+    setTimeout(() => {
+      Object.assign(req.session, req.body.fields)
+      res.json({ id: req.sessionID })
+    }, req.body.delayMs ?? 100)
+  })
+  app.post('/login', (req, res, next) => {
+    req.session.regenerate((err) => {
+      if (err) return next(err)
+      req.session.user = req.body.user
+      res.json({ id: req.sessionID })
+    })
+  })
+  app.post('/logout', (req, res, next) => {
+    req.session.destroy((err) => (err ? next(err) : res.json({ ok: true })))
+  })
+  app.post('/save-twice', (req, res, next) => {
+    req.session.views = 1
+    req.session.save((err) => {
+      if (err) return next(err)
+      req.session.views = 2
+      res.json({ id: req.sessionID })
+    })
+  })
+  // express-session saves while the response ends, so a failed save arrives after the headers went out.
+  const errors: Array<Error & { code?: string }> = []
+  app.use((err: Error & { code?: string }, _req: express.Request, res: express.Response, _next: express.NextFunction) => {
+    errors.push(err)
+    if (!res.headersSent) res.status(500).json({ error: err.message, code: err.code ?? null })
+  })
+  return Object.assign(app, { errors })
+}
