@@ -10,23 +10,23 @@ export const ITEM_OVERHEAD_BYTES = 64
 
 export type Decoded = { ok: true; sess: SessionData } | { ok: false; reason: string }
 
-/** Session data as bytes for memcached. Throws when the serializer does (BigInt, circular references). */
-export function encodeSession(serializer: Serializer, sess: SessionData): Buffer {
+/** Session data as text and as the bytes for memcached. Throws when the serializer does (BigInt, circular references). */
+export function encodeSession(serializer: Serializer, sess: SessionData): { text: string; value: Buffer } {
   const text = serializer.stringify(sess)
   if (typeof text !== 'string') {
     throw new TypeError(`the serializer's stringify returned ${typeof text}, not a string`)
   }
-  return Buffer.from(text)
+  return { text, value: Buffer.from(text) }
 }
 
 /**
- * Stored bytes back to session data, or why they are not a session: unparseable text, or a value
+ * Stored bytes (or their text) back to session data, or why they are not a session: unparseable text, or a value
  * of the wrong shape (express-session needs an object with a `cookie` object). Never throws.
  */
-export function decodeSession(serializer: Serializer, bytes: Buffer): Decoded {
+export function decodeSession(serializer: Serializer, stored: Buffer | string): Decoded {
   let value: unknown
   try {
-    value = serializer.parse(bytes.toString())
+    value = serializer.parse(typeof stored === 'string' ? stored : stored.toString())
   } catch (err) {
     return { ok: false, reason: `it could not be parsed (${(err as Error)?.message ?? String(err)})` }
   }

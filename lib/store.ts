@@ -86,7 +86,7 @@ export class MemcacheStore extends session.Store {
       const item = await this.#memcached.get(key, subject)
       if (item === undefined) return null
       const text = item.value.toString()
-      const decoded = decodeSession(this.#options.serializer, item.value)
+      const decoded = decodeSession(this.#options.serializer, text)
       if (!decoded.ok) {
         this.#log.report('decode', `the stored value of ${subject} is not a session (${decoded.reason}); it was treated as no session`)
         return null
@@ -112,7 +112,7 @@ export class MemcacheStore extends session.Store {
       const expiry = memcachedExpiry(seconds)
       const { value, text } = this.#encode(sess, key, subject)
       const origin = this.#origins.get(sess)
-      if (origin?.key === key) return this.#saveLoaded(key, subject, origin, text, expiry)
+      if (origin?.key === key) return this.#saveLoaded(key, subject, origin, text, value, expiry)
       if (isExpressSessionObject(sess, sid)) return this.#saveNew(key, subject, sess, value, text, expiry)
       await this.#memcached.store('set', key, value, { flags: 0, expiry }, subject)
     })
@@ -193,14 +193,14 @@ export class MemcacheStore extends session.Store {
    * disappeared meanwhile (a logout stays final). With `merge`, a CAS write; on a lost race, a
    * three-way merge with what is stored, then another CAS write.
    */
-  async #saveLoaded(key: string, subject: string, origin: Origin, text: string, expiry: number): Promise<void> {
+  async #saveLoaded(key: string, subject: string, origin: Origin, text: string, encoded: Buffer, expiry: number): Promise<void> {
     const memcached = this.#memcached
     if (!this.#options.merge) {
-      const replaced = await memcached.store('replace', key, Buffer.from(text), { flags: 0, expiry }, subject)
+      const replaced = await memcached.store('replace', key, encoded, { flags: 0, expiry }, subject)
       if (replaced.status === 'stored') origin.text = text
       return
     }
-    let value: Buffer = Buffer.from(text)
+    let value = encoded
     let cas = origin.cas
     for (let merges = 0; ; merges++) {
       if (cas !== undefined) {
@@ -233,12 +233,13 @@ export class MemcacheStore extends session.Store {
   }
 
   #encode(sess: SessionData, key: string, subject: string): { value: Buffer; text: string } {
-    let value: Buffer
+    let encoded: { text: string; value: Buffer }
     try {
-      value = encodeSession(this.#options.serializer, sess)
+      encoded = encodeSession(this.#options.serializer, sess)
     } catch (err) {
       throw new MemcacheStoreError('ESERIALIZE', 'set', `${subject} could not be serialized: ${toError(err).message}`, { cause: err })
     }
+    const { text, value } = encoded
     const limit = this.#options.maxItemSize - Buffer.byteLength(key) - ITEM_OVERHEAD_BYTES
     if (value.length > limit) {
       throw new MemcacheStoreError(
@@ -247,7 +248,8 @@ export class MemcacheStore extends session.Store {
         `${subject} is ${value.length} bytes serialized, over the ${limit} bytes a ${this.#options.maxItemSize}-byte memcached item leaves for it; it was not sent and the stored session is unchanged`,
       )
     }
-    return { value, text: value.toString() }
+    // The text as it will read back from memcached (lone surrogates become U+FFFD in UTF-8).
+    return { value, text: text.isWellFormed() ? text : value.toString() }
   }
 
   /** One store operation: key checks, the session's lock, the deadline, failOpen and the optional callback. */

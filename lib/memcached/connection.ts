@@ -4,6 +4,7 @@ import { Deadlines } from './deadlines.js'
 import { ServerHealth } from './health.js'
 import { type MemjsClient, type MemjsResponse, type MemjsServer, serverAddress } from './memjs-internals.js'
 import { buildRequest, Opcode, RESPONSE_MAGIC, Status, statusText, storageExtras, touchExtras } from './protocol.js'
+import { WriteBatcher } from './write-batcher.js'
 
 export interface Item {
   value: Buffer
@@ -44,6 +45,7 @@ export class Memcached {
   readonly #pending: Deadlines<Pending>
   readonly #health = new Map<MemjsServer, ServerHealth>()
   readonly #watchedSockets = new WeakSet<Socket>()
+  readonly #writes = new WriteBatcher()
   #closed = false
 
   constructor(client: MemjsClient, timeoutMs: number, ownsClient: boolean) {
@@ -186,6 +188,8 @@ export class Memcached {
       server.onResponse(seq, (response) => this.#respond(seq, response))
       server.onError(seq, (err) => this.#connectionError(seq, err))
       try {
+        // A connected socket is written to at once by memjs: batch it with this turn's other requests.
+        if (server.connected && server._socket) this.#writes.hold(server._socket)
         server.write(request)
       } catch (err) {
         this.#fail(seq, pending, 'ECONNECTION', `memcached ${operation} of ${subject} on ${address} failed: ${toError(err).message}`, err)

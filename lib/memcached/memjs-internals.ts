@@ -15,6 +15,8 @@ export interface MemjsServer {
   username?: string
   password?: string
   wakeupAt?: number
+  /** True once the socket is connected (and authenticated): memjs then writes requests at once. */
+  connected: boolean
   responseCallbacks: Record<number, unknown>
   errorCallbacks: Record<number, unknown>
   requestTimeouts: number[]
