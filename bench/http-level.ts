@@ -30,7 +30,12 @@ export interface HttpSettings {
 export interface HttpCell {
   route: Route
   /** Per app, one result per round, in round order. */
-  samples: Record<string, LoadResult[]>
+  samples: Record<string, HttpSample[]>
+}
+
+/** One load run of one app: what the load tool saw, and the app's own CPU time per request. */
+export interface HttpSample extends LoadResult {
+  cpuMicrosPerRequest: number
 }
 
 export interface HttpResults {
@@ -65,15 +70,14 @@ export async function runHttpLevel(servers: string, settings: HttpSettings, prog
         await load({ url: `${app.url}/${route}`, cookies: app.cookies, connections: settings.connections, seconds: settings.warmupSeconds })
     const cells: HttpCell[] = []
     for (const route of ROUTES) {
-      const samples: Record<string, LoadResult[]> = {}
+      const samples: Record<string, HttpSample[]> = {}
       for (let round = 0; round < settings.rounds; round++) {
         for (const app of rotation(apps, round)) {
-          const result = await load({
-            url: `${app.url}/${route}`,
-            cookies: app.cookies,
-            connections: settings.connections,
-            seconds: settings.seconds,
-          })
+          const cpuBefore = await askCpu(app.child)
+          const url = `${app.url}/${route}`
+          const loaded = await load({ url, cookies: app.cookies, connections: settings.connections, seconds: settings.seconds })
+          const cpuMicros = (await askCpu(app.child)) - cpuBefore
+          const result = { ...loaded, cpuMicrosPerRequest: cpuMicros / (loaded.requestsPerSecond * settings.seconds) }
           if (result.errors > 0) throw new Error(`${app.name} /${route}: ${result.errors} failed requests under load`)
           samples[app.name] = [...(samples[app.name] ?? []), result]
         }
@@ -112,6 +116,13 @@ async function startApp(name: AppStore, servers: string, redisUrl: string | unde
     cookies.push(cookie)
   }
   return { name, child, url, cookies }
+}
+
+function askCpu(child: ChildProcess): Promise<number> {
+  return new Promise((resolve) => {
+    child.once('message', (message: { cpuMicros?: number }) => resolve(message.cpuMicros ?? Number.NaN))
+    child.send({ type: 'cpu' })
+  })
 }
 
 function askPeakRss(child: ChildProcess): Promise<number> {
