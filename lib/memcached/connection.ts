@@ -160,7 +160,10 @@ export class Memcached {
       if (admission === 'refuse') {
         const ago = Math.round(now - health.lastFailureAt)
         const wait = Math.max(0, Math.round(health.downUntil - now))
-        reject(
+        // Refused in a later turn of the event loop: a caller that retries on failure must not
+        // spin in microtasks and starve the timers and I/O that would let the server recover.
+        setImmediate(
+          reject,
           new MemcacheStoreError(
             'ESERVERDOWN',
             operation,
