@@ -194,7 +194,7 @@ export function resolveOptions(options: MemcacheStoreOptions = {}): ResolvedOpti
   }
   if (memjsOptions?.failover) {
     throw new TypeError(
-      "`memjs.failover` is not supported: moving a dead server's sessions to another server serves stale sessions when it returns (see the README, \"Running on a cluster\")",
+      '`memjs.failover` is not supported: moving a dead server\'s sessions to another server serves stale sessions when it returns (see the README, "Running on a cluster")',
     )
   }
   if (logger !== undefined && logger !== false && typeof (logger as Logger | null)?.warn !== 'function') {

@@ -31,11 +31,9 @@ function create(members: readonly MemcachedServer[], options: MemcacheStoreOptio
 
 /** ketama as any ketama client computes it, independently of the store. */
 function ketama(members: readonly MemcachedServer[], weights?: readonly number[]): (key: string) => string {
-  const ring = new HashRing(
-    Object.fromEntries(members.map((server, i) => [server.address, { weight: weights?.[i] ?? 1 }])),
-    'md5',
-    { 'default port': 11211 },
-  )
+  const ring = new HashRing(Object.fromEntries(members.map((server, i) => [server.address, { weight: weights?.[i] ?? 1 }])), 'md5', {
+    'default port': 11211,
+  })
   return (key) => ring.get(key)
 }
 
@@ -93,14 +91,23 @@ describe('placement', () => {
   it('gives a server of weight 2 about twice the share of a server of weight 1', async () => {
     const members = servers.slice(0, 3)
     const weights = [2, 1, 1]
-    const store = create([], { servers: members.map((server, i) => ({ address: server.address, weight: weights[i] })), prefix: uniquePrefix() })
+    const store = create([], {
+      servers: members.map((server, i) => ({ address: server.address, weight: weights[i] })),
+      prefix: uniquePrefix(),
+    })
     const sids = await writeSessions(store, 3000)
     const held = await Promise.all(members.map((server) => keysOn(server, store.prefix)))
     const placeOf = ketama(members, weights)
     for (const [i, server] of members.entries()) {
-      assert.ok([...held[i]].every((key) => placeOf(key) === server.address), `every key on ${server.address} is where weighted ketama puts it`)
+      assert.ok(
+        [...held[i]].every((key) => placeOf(key) === server.address),
+        `every key on ${server.address} is where weighted ketama puts it`,
+      )
     }
-    assert.equal(held.reduce((sum, keys) => sum + keys.size, 0), sids.length)
+    assert.equal(
+      held.reduce((sum, keys) => sum + keys.size, 0),
+      sids.length,
+    )
     const heavy = held[0].size / sids.length
     console.log(`weights 2:1:1 over ${sids.length} sessions: ${held.map((keys) => percent(keys.size, sids.length)).join(', ')}`)
     assert.ok(heavy > 0.4 && heavy < 0.6, `the weight-2 server holds ${percent(held[0].size, sids.length)}`)
@@ -132,7 +139,14 @@ describe('changing the number of servers', () => {
     const onNewServer = sids.filter((sid) => placeOf(prefix + sid) === servers[3].address)
     assert.equal(kept.size, SESSIONS - onNewServer.length)
     assert.ok(onNewServer.every((sid) => !kept.has(sid)))
-    const moduloClient = [3, 4].map((n) => memjs.Client.create(servers.slice(0, n).map((server) => server.address).join(',')))
+    const moduloClient = [3, 4].map((n) =>
+      memjs.Client.create(
+        servers
+          .slice(0, n)
+          .map((server) => server.address)
+          .join(','),
+      ),
+    )
     const moduloKept = sids.filter((sid) => moduloClient[0].getServer(prefix + sid) === moduloClient[1].getServer(prefix + sid)).length
     console.log(
       `grow 3 -> 4: ${percent(kept.size, SESSIONS)} of ${SESSIONS} sessions still readable (${kept.size}); memjs's hash % servers would have kept ${percent(moduloKept, SESSIONS)}`,
@@ -226,8 +240,14 @@ describe('losing one server of three', () => {
     assert.equal(othersSummary.errors, 0, 'no request for a session on a live server fails')
     assert.ok(others.length > 100, `traffic went on for the other sessions (${others.length} requests)`)
     assert.equal(victimsSummary.errors, victims.length, "every request for the dead server's sessions fails")
-    assert.ok(notSent > 0.5, `most of them are refused by the back-off without being sent (${percent(codes.ESERVERDOWN ?? 0, victims.length)})`)
-    assert.ok(othersSummary.p99 < TIMEOUT_MS / 2, `other sessions' p99 latency ${othersSummary.p99} ms stays far below the ${TIMEOUT_MS} ms timeout`)
+    assert.ok(
+      notSent > 0.5,
+      `most of them are refused by the back-off without being sent (${percent(codes.ESERVERDOWN ?? 0, victims.length)})`,
+    )
+    assert.ok(
+      othersSummary.p99 < TIMEOUT_MS / 2,
+      `other sessions' p99 latency ${othersSummary.p99} ms stays far below the ${TIMEOUT_MS} ms timeout`,
+    )
     assert.ok(victimsSummary.p99 < TIMEOUT_MS / 2, `a refused connection fails fast (p99 ${victimsSummary.p99} ms)`)
 
     await victim.restart()
@@ -272,7 +292,14 @@ describe('losing one server of three', () => {
     console.log(
       `freeze 1 of 3 under traffic (16 workers, 3.5 s): other sessions ${JSON.stringify(othersSummary)}; the frozen server's sessions ` +
         `${JSON.stringify(summarize(victims))}, codes ${JSON.stringify(byCode(victims))}: ${waited.length} waited for the ${TIMEOUT_MS} ms timeout, ` +
-        `${fast.length} were refused at once (p99 ${Math.round(percentile(fast.map((request) => request.ms), 0.99) * 10) / 10} ms)`,
+        `${fast.length} were refused at once (p99 ${
+          Math.round(
+            percentile(
+              fast.map((request) => request.ms),
+              0.99,
+            ) * 10,
+          ) / 10
+        } ms)`,
     )
     assert.equal(othersSummary.errors, 0)
     assert.ok(othersSummary.p99 < TIMEOUT_MS / 2, `other sessions' p99 latency ${othersSummary.p99} ms`)

@@ -86,7 +86,12 @@ describe('right credentials', () => {
   })
 
   it("memjs's MEMCACHE_USERNAME and MEMCACHE_PASSWORD environment variables", async () => {
-    const restore = withEnv({ MEMCACHIER_USERNAME: undefined, MEMCACHIER_PASSWORD: undefined, MEMCACHE_USERNAME: 'alice', MEMCACHE_PASSWORD: USERS.alice })
+    const restore = withEnv({
+      MEMCACHIER_USERNAME: undefined,
+      MEMCACHIER_PASSWORD: undefined,
+      MEMCACHE_USERNAME: 'alice',
+      MEMCACHE_PASSWORD: USERS.alice,
+    })
     let store: MemcacheStore
     try {
       store = create()
@@ -115,7 +120,10 @@ describe('wrong or missing credentials', () => {
     const first = await failure(store.set(randomId(), plainSession()))
     assert.equal(first.err.code, 'EAUTH')
     assert.equal(first.err.server, sasl.server.address)
-    assert.match(first.err.message, new RegExp(`on ${sasl.server.address.replace(/\./g, '\\.')} failed: SASL authentication failed for user "alice"`))
+    assert.match(
+      first.err.message,
+      new RegExp(`on ${sasl.server.address.replace(/\./g, '\\.')} failed: SASL authentication failed for user "alice"`),
+    )
     assert.ok(!first.err.message.includes('not-her-password'), 'the password never appears in a message')
     assert.ok(first.ms < SETTLE_BOUND_MS)
     const later = await failure(store.get(randomId()))
@@ -139,7 +147,12 @@ describe('wrong or missing credentials', () => {
   })
 
   it('no credentials against a server that requires them: EAUTH saying none are configured, within the timeout', async () => {
-    const restore = withEnv({ MEMCACHIER_USERNAME: undefined, MEMCACHIER_PASSWORD: undefined, MEMCACHE_USERNAME: undefined, MEMCACHE_PASSWORD: undefined })
+    const restore = withEnv({
+      MEMCACHIER_USERNAME: undefined,
+      MEMCACHIER_PASSWORD: undefined,
+      MEMCACHE_USERNAME: undefined,
+      MEMCACHE_PASSWORD: undefined,
+    })
     let store: MemcacheStore
     try {
       store = create()
@@ -164,7 +177,10 @@ describe('wrong or missing credentials', () => {
 
 describe('credential options', () => {
   it('username and password must come together, and the password is never quoted', () => {
-    assert.throws(() => new MemcacheStore({ username: 'alice' }), (err: Error) => err instanceof TypeError && /together/.test(err.message))
+    assert.throws(
+      () => new MemcacheStore({ username: 'alice' }),
+      (err: Error) => err instanceof TypeError && /together/.test(err.message),
+    )
     assert.throws(
       () => new MemcacheStore({ username: '', password: 'secret-pw' }),
       (err: Error) => err instanceof TypeError && !err.message.includes('secret-pw'),

@@ -322,6 +322,7 @@ export class Memcached {
 
 /** Why memcached refused: memjs reports every SASL refusal with one string, with or without credentials. */
 function authFailure(server: MemjsServer): string {
-  if (server.username && server.password) return `SASL authentication failed for user ${JSON.stringify(server.username)} (check the username and password)`
+  if (server.username && server.password)
+    return `SASL authentication failed for user ${JSON.stringify(server.username)} (check the username and password)`
   return 'the server requires SASL authentication and no credentials are configured (options `username`/`password`, `user:pass@host:port` in `servers`, or MEMCACHE_USERNAME/MEMCACHE_PASSWORD)'
 }

@@ -15,7 +15,9 @@ export function placeKeysByConsistentHashing(client: MemjsClient, weights?: read
   const indexOf = new Map<string, number>()
   for (const [index, address] of addresses.entries()) {
     if (indexOf.has(address)) {
-      throw new TypeError(`memcached server ${address} is listed twice; each server may appear once (use a weight to give it a larger share)`)
+      throw new TypeError(
+        `memcached server ${address} is listed twice; each server may appear once (use a weight to give it a larger share)`,
+      )
     }
     indexOf.set(address, index)
   }
@@ -24,10 +26,8 @@ export function placeKeysByConsistentHashing(client: MemjsClient, weights?: read
   // The ring knows servers by "host:port" (never the credentials), weighted as ketama does: 160
   // points per server on average, in proportion to its weight. With the default port, ketama's
   // point names are "host-i" instead of "host:port-i"; hashring does the same when told the port.
-  const ring = new HashRing(
-    Object.fromEntries(addresses.map((address, i) => [address, { weight: weights?.[i] ?? 1 }])),
-    'md5',
-    { 'default port': DEFAULT_PORT },
-  )
+  const ring = new HashRing(Object.fromEntries(addresses.map((address, i) => [address, { weight: weights?.[i] ?? 1 }])), 'md5', {
+    'default port': DEFAULT_PORT,
+  })
   client.getServer = (key: string): number => indexOf.get(ring.get(key)) ?? 0
 }

@@ -11,7 +11,13 @@ const INSTALL_HINT =
   '`sudo apt-get install sasl2-bin` (Debian/Ubuntu) or `brew install cyrus-sasl` (macOS), or point SASLPASSWD2_BIN at the binary.'
 
 function saslpasswd2(): string {
-  const candidates = [process.env.SASLPASSWD2_BIN, '/usr/sbin/saslpasswd2', '/usr/bin/saslpasswd2', '/usr/local/sbin/saslpasswd2', '/opt/homebrew/sbin/saslpasswd2']
+  const candidates = [
+    process.env.SASLPASSWD2_BIN,
+    '/usr/sbin/saslpasswd2',
+    '/usr/bin/saslpasswd2',
+    '/usr/local/sbin/saslpasswd2',
+    '/opt/homebrew/sbin/saslpasswd2',
+  ]
   const found = candidates.find((candidate): candidate is string => !!candidate && existsSync(candidate))
   if (!found) throw new Error(INSTALL_HINT)
   return found
