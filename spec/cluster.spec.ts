@@ -138,6 +138,22 @@ describe('placement', () => {
     assert.ok(heavy > 0.4 && heavy < 0.6, `the weight-2 server holds ${percent(held[0].size, sids.length)}`)
   })
 
+  it("leaves a given client's own getServer in charge", async () => {
+    const members = servers.slice(0, 3)
+    const client = memjs.Client.create(members.map((server) => server.address).join(','), { logger: { log() {} } })
+    // @types/memjs declares getServer as returning a string; memjs uses it as an index.
+    ;(client as unknown as { getServer(key: string): number }).getServer = () => 1
+    const store = new MemcacheStore({ client, prefix: uniquePrefix(), logger: false })
+    await writeSessions(store, 20)
+    const held = await Promise.all(members.map((server) => keysOn(server, store.prefix)))
+    assert.deepEqual(
+      held.map((keys) => keys.size),
+      [0, 20, 0],
+    )
+    await store.close()
+    client.close()
+  })
+
   it('refuses a server listed twice and weights that are not positive numbers', () => {
     const address = servers[0].address
     assert.throws(() => new MemcacheStore({ servers: [address, servers[1].address, address] }), /listed twice/)

@@ -168,6 +168,29 @@ describe('wrong or missing credentials', () => {
     }
   })
 
+  it('ready() right after a refused request gets the refusal too, not a timeout on an orphaned connection', async () => {
+    // memjs clears a server's socket when the previous, refused connection closes, even when a new
+    // one was opened meanwhile; the new connection's requests then wait for the deadline.
+    const restore = withEnv({
+      MEMCACHIER_USERNAME: undefined,
+      MEMCACHIER_PASSWORD: undefined,
+      MEMCACHE_USERNAME: undefined,
+      MEMCACHE_PASSWORD: undefined,
+    })
+    let store: MemcacheStore
+    try {
+      store = create()
+    } finally {
+      restore()
+    }
+    for (let i = 0; i < 3; i++) {
+      await failure(store.set(randomId(), plainSession()))
+      const { err } = await failure(store.ready())
+      assert.equal(err.code, 'EAUTH', err.message)
+      assert.doesNotMatch(err.message, /timed out/)
+    }
+  })
+
   it('a store that failed to authenticate leaves nothing in flight', async () => {
     const store = create({ username: 'alice', password: 'nope' })
     await Promise.allSettled(Array.from({ length: 50 }, () => store.get(randomId())))
