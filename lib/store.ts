@@ -8,6 +8,7 @@ import { BurstLog } from './log.js'
 import { Memcached } from './memcached/connection.js'
 import { Deadlines } from './memcached/deadlines.js'
 import { type MemjsClient, serverAddress } from './memcached/memjs-internals.js'
+import { placeKeysByConsistentHashing } from './memcached/ring.js'
 import { mergeSessions } from './merge.js'
 import { type MemcacheStoreOptions, type ResolvedOptions, resolveOptions } from './options.js'
 import { cookieExpiry, lifetimeSeconds, memcachedExpiry } from './ttl.js'
@@ -64,16 +65,19 @@ export class MemcacheStore extends session.Store {
     this.prefix = resolved.prefix
     this.#log = new BurstLog(resolved.logger)
     const seconds = resolved.timeout / 1000
-    const client =
-      resolved.client ??
-      memjs.Client.create(resolved.servers, {
+    let client = resolved.client as unknown as MemjsClient | undefined
+    if (client === undefined) {
+      client = memjs.Client.create(resolved.servers, {
         logger: SILENT,
         timeout: seconds,
         conntimeout: seconds,
         keepAlive: true,
+        ...resolved.credentials,
         ...resolved.memjs,
-      })
-    this.#memcached = new Memcached(client as unknown as MemjsClient, resolved.timeout, resolved.client === undefined)
+      }) as unknown as MemjsClient
+      placeKeysByConsistentHashing(client, resolved.weights)
+    }
+    this.#memcached = new Memcached(client, resolved.timeout, resolved.client === undefined)
     this.#inFlight = new Deadlines(resolved.timeout, (_id, op) => op.reject(this.#timeoutError(op)))
   }
 
@@ -139,8 +143,9 @@ export class MemcacheStore extends session.Store {
       result.status === 'rejected' ? [`${serverAddress(servers[i])} (${reasonOf(result.reason)})`] : [],
     )
     if (failures.length > 0) {
+      const refused = results.every((result) => result.status === 'fulfilled' || (result.reason as MemcacheStoreError).code === 'EAUTH')
       throw new MemcacheStoreError(
-        'ESERVERDOWN',
+        refused ? 'EAUTH' : 'ESERVERDOWN',
         'ready',
         `memcached is not ready: ${failures.length} of ${servers.length} server(s) did not answer: ${failures.join('; ')}`,
       )

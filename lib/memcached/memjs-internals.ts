@@ -19,6 +19,7 @@ export interface MemjsServer {
   errorCallbacks: Record<number, unknown>
   requestTimeouts: number[]
   _socket?: Socket
+  connected: boolean
   onResponse(seq: number, fn: (response: MemjsResponse) => void): void
   onError(seq: number, fn: (err: unknown) => void): void
   write(request: Buffer): void
