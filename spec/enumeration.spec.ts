@@ -123,6 +123,16 @@ describe('all, ids, length, clear', () => {
     assert.equal(await server.inspect(`${store.prefix}garbage`), undefined)
   })
 
+  it('lists IDs with characters memcached URL-encodes, and skips foreign keys that are not UTF-8', async () => {
+    const store = stores.create({ prefix: 'ünï:%20/' })
+    const sid = 'café-%41+ü/ß?='
+    await store.set(sid, plainSession({ user: 'ada' }))
+    const stored = await rawText(server.port, Buffer.concat([Buffer.from('set '), Buffer.from([0xff, 0xfe, 0x80]), Buffer.from(' 0 0 1\r\nx\r\n')]))
+    assert.match(stored, /^STORED/)
+    assert.deepEqual(await store.ids(), [sid])
+    assert.deepEqual(Object.keys(await store.all()), [sid])
+  })
+
   it('refuses to list with an empty prefix, which would take every key for a session', async () => {
     const store = stores.create({ prefix: '' })
     await assert.rejects(store.clear(), (err: MemcacheStoreError) => err.code === 'ENOPREFIX' && /non-empty `prefix`/.test(err.message))
@@ -250,6 +260,18 @@ function fill(port: number, count: number): Promise<void> {
         socket.destroy()
         resolve()
       }
+    })
+    socket.once('error', reject)
+  })
+}
+
+/** One text-protocol command (as raw bytes) and its first reply line. */
+function rawText(port: number, request: Buffer): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const socket = net.connect(port, '127.0.0.1', () => socket.write(request))
+    socket.on('data', (chunk) => {
+      socket.destroy()
+      resolve(chunk.toString())
     })
     socket.once('error', reject)
   })

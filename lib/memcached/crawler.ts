@@ -20,7 +20,6 @@ export interface MetadumpOptions {
 }
 
 const COMMAND = 'lru_crawler metadump hash\r\n'
-const KEY_LINE = /^key=(\S+) exp=(-?\d+)/
 
 /**
  * Lists every live key of one server with `lru_crawler metadump hash`, over its own text-protocol
@@ -73,22 +72,20 @@ export function metadump(options: MetadumpOptions): Promise<void> {
     )
     socket.on('data', (chunk: Buffer) => {
       answered = true
-      // Keys are URL-encoded in the dump, so every line is ASCII.
-      pending += chunk.toString('latin1')
-      let start = 0
-      for (let end = pending.indexOf('\n', start); end >= 0; end = pending.indexOf('\n', start)) {
-        const line = pending.slice(start, end).replace(/\r$/, '')
-        start = end + 1
-        const match = KEY_LINE.exec(line)
-        if (match) {
-          const key = decodeKey(match[1])
-          if (key !== undefined) onKey({ key, exp: Number(match[2]) })
-          continue
+      // Keys are URL-encoded in the dump, so every line is ASCII. Lines end in \n (END in \r\n).
+      const text = pending + chunk.toString('latin1')
+      const complete = text.lastIndexOf('\n') + 1
+      pending = text.slice(complete)
+      for (const line of text.slice(0, complete).split('\n')) {
+        if (line.startsWith('key=')) {
+          const item = parseKeyLine(line)
+          if (item) onKey(item)
+        } else if (line === 'END\r' || line === 'END') {
+          return finish()
+        } else if (line !== '') {
+          return refusal(line.replace(/\r$/, ''))
         }
-        if (line === 'END') return finish()
-        return refusal(line)
       }
-      pending = pending.slice(start)
     })
 
     /** Anything but a key line or END: memcached's reasons for not dumping. */
@@ -105,11 +102,22 @@ export function metadump(options: MetadumpOptions): Promise<void> {
   })
 }
 
+/** `key=<url-encoded> exp=<unix|-1> la=... cas=... fetch=... cls=... size=...`, or undefined when unusable. */
+function parseKeyLine(line: string): DumpedKey | undefined {
+  const keyEnd = line.indexOf(' ', 4)
+  if (keyEnd < 0 || !line.startsWith(' exp=', keyEnd)) return undefined
+  const expEnd = line.indexOf(' ', keyEnd + 5)
+  const exp = Number(line.slice(keyEnd + 5, expEnd < 0 ? undefined : expEnd))
+  const key = decodeKey(line.slice(4, keyEnd))
+  return key === undefined || !Number.isInteger(exp) ? undefined : { key, exp }
+}
+
 /**
  * memcached URL-encodes every byte outside [A-Za-z0-9-._~]. A key whose bytes are not valid UTF-8
  * cannot be a session key (the store only writes well-formed strings), so it is skipped.
  */
 function decodeKey(encoded: string): string | undefined {
+  if (!encoded.includes('%')) return encoded
   try {
     return decodeURIComponent(encoded)
   } catch {
