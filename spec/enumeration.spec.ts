@@ -224,6 +224,22 @@ describe('servers that cannot be listed', () => {
     await expectFailure(frozen, /no answer .* within 500 ms/, 'ETIMEDOUT')
   })
 
+  it('close() ends a dump in progress at once', async () => {
+    const frozen = await MemcachedServer.start()
+    const store = new MemcacheStore({ servers: frozen.address, logger: false, timeout: 5000 })
+    try {
+      frozen.freeze()
+      const listing = store.length()
+      await sleep(50)
+      const begun = performance.now()
+      await store.close()
+      await assert.rejects(listing, (err: MemcacheStoreError) => err.code === 'ECLOSED' && err.message.includes(frozen.address))
+      assert.ok(performance.now() - begun < 1000)
+    } finally {
+      await frozen.stop()
+    }
+  })
+
   it('a crawl already running: retried while BUSY, then an Error naming the server', async () => {
     const busy = await MemcachedServer.start({ memoryMb: 128 })
     // Read at about 1 MB/s, a dump of 200,000 keys keeps the crawler busy for over ten seconds.
