@@ -22,7 +22,7 @@ for (const [name, pad] of Object.entries(sizes)) {
   const key = 'sess:abcdefghijklmnopqrstuvwxyz012345'
   for (let i = 0; i < 2000; i++) cipher.open(cipher.seal(plain, key), key) // warm-up
   t0 = performance.now()
-  let sealed = plain
+  let sealed: Buffer = plain
   for (let i = 0; i < CIPHER_OPS; i++) sealed = cipher.seal(plain, key)
   const sealUs = ((performance.now() - t0) * 1000) / CIPHER_OPS
   t0 = performance.now()
