@@ -116,13 +116,13 @@ export class SessionEnumeration {
       try {
         return await this.#dump(server)
       } catch (err) {
+        if (!(err instanceof MemcacheStoreError) || err.code !== 'EBUSY') throw err
         const waited = performance.now() - started
         const pause = BUSY_RETRY_MS[Math.min(attempt, BUSY_RETRY_MS.length - 1)]
-        if ((err as MemcacheStoreError).code !== 'EBUSY' || waited + pause > this.#source.timeoutMs) {
-          if ((err as MemcacheStoreError).code === 'EBUSY') {
-            ;(err as Error).message += `; still busy after ${Math.round(waited)} ms of retries`
-          }
-          throw err
+        if (waited + pause > this.#source.timeoutMs) {
+          throw new MemcacheStoreError('EBUSY', err.operation, `${err.message}; still busy after ${Math.round(waited)} ms of retries`, {
+            server: err.server,
+          })
         }
         await new Promise((resolve) => setTimeout(resolve, pause))
       }
