@@ -106,8 +106,13 @@ export class SessionEnumeration {
     const servers = this.#source.servers()
     const perServer = await Promise.all(servers.map((server) => this.#queued(server, () => this.#dumpWhenFree(server))))
     const now = Date.now() / 1000
-    const listed = perServer.flat()
-    return withExpired ? listed : listed.filter(({ exp }) => exp === -1 || exp > now)
+    // Each key is listed once: a crawl racing memcached's hash-table expansion could meet one twice.
+    const seen = new Set<string>()
+    return perServer.flat().filter(({ sid, exp }) => {
+      if (seen.has(sid)) return false
+      seen.add(sid)
+      return withExpired || exp === -1 || exp > now
+    })
   }
 
   async #dumpWhenFree(server: MemjsServer): Promise<Listed[]> {

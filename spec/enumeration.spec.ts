@@ -1,9 +1,13 @@
 import assert from 'node:assert/strict'
+import { execFileSync } from 'node:child_process'
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import net from 'node:net'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import { after, before, describe, it } from 'node:test'
 import type { SessionData } from 'express-session'
 import memjs from 'memjs'
-import { MemcacheStore, MemcacheStoreError } from '../lib/index.ts'
+import { MemcacheStore, MemcacheStoreError, type MemcacheStoreOptions } from '../lib/index.ts'
 import { MemcachedServer, sleep, startMemcacheds } from './harness/memcached.ts'
 import { plainSession, randomId, StoreFactory } from './harness/stores.ts'
 
@@ -186,8 +190,8 @@ describe('on two servers', () => {
 })
 
 describe('servers that cannot be listed', () => {
-  async function expectFailure(started: MemcachedServer, pattern: RegExp, code: string) {
-    const store = new MemcacheStore({ servers: started.address, logger: false, timeout: 500 })
+  async function expectFailure(started: MemcachedServer, pattern: RegExp, code: string, options: MemcacheStoreOptions = {}) {
+    const store = new MemcacheStore({ servers: started.address, logger: false, timeout: 500, ...options })
     try {
       for (const operation of [() => store.all(), () => store.ids(), () => store.length(), () => store.clear()]) {
         const begun = performance.now()
@@ -205,6 +209,22 @@ describe('servers that cannot be listed', () => {
       await started.stop()
     }
   }
+
+  it('a SASL server (-S), which speaks only the binary protocol: an Error says so, while sessions work', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'sasl-'))
+    writeFileSync(join(dir, 'memcached.conf'), `mech_list: plain\nsasldb_path: ${join(dir, 'sasldb')}\n`)
+    execFileSync('saslpasswd2', ['-p', '-a', 'memcached', '-c', '-f', join(dir, 'sasldb'), 'alice'], { input: 'pw' })
+    const sasl = await MemcachedServer.start({ args: ['-S'], env: { SASL_CONF_PATH: dir }, sasl: true })
+    const store = new MemcacheStore({ servers: sasl.address, logger: false, memjs: { username: 'alice', password: 'pw' } })
+    try {
+      await store.set('abc', plainSession({ user: 'ada' }))
+      assert.ok(await store.get('abc'), 'the binary protocol works with SASL')
+    } finally {
+      await store.close()
+    }
+    await expectFailure(sasl, /only the binary protocol \(started with -S/, 'ECONNCLOSED', { memjs: { username: 'alice', password: 'pw' } })
+    rmSync(dir, { recursive: true, force: true })
+  })
 
   it('a binary-only server (-B binary, as -S makes it) closes the text connection: an Error says so', async () => {
     await expectFailure(await MemcachedServer.start({ args: ['-B', 'binary'], sasl: true }), /only the binary protocol/, 'ECONNCLOSED')
