@@ -106,7 +106,7 @@ export class SessionEnumeration {
     const servers = this.#source.servers()
     const perServer = await Promise.all(servers.map((server) => this.#queued(server, () => this.#dumpWhenFree(server))))
     const now = Date.now() / 1000
-    // Each key is listed once: a crawl racing memcached's hash-table expansion could meet one twice.
+    // Each key counts once: memcached does not promise that a crawl visits an item only once.
     const seen = new Set<string>()
     return perServer.flat().filter(({ sid, exp }) => {
       if (seen.has(sid)) return false
