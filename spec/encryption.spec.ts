@@ -1,6 +1,9 @@
 import assert from 'node:assert/strict'
 import { after, before, describe, it } from 'node:test'
+import express from 'express'
+import session from 'express-session'
 import memjs from 'memjs'
+import request from 'supertest'
 import { MemcacheStore } from '../lib/index.ts'
 import { MemcachedServer } from './harness/memcached.ts'
 import { loadSession, newSession, plainSession, randomId, StoreFactory, uniquePrefix } from './harness/stores.ts'
@@ -187,6 +190,32 @@ describe('encryption at rest', () => {
     } finally {
       await plain.close()
     }
+  })
+
+  it('works end to end under express-session, and log-out-everywhere finds the user’s sessions', async () => {
+    const store = stores.create({ secret: 'store secret' })
+    const app = express()
+    app.use(session({ store, secret: 'cookie secret', resave: false, saveUninitialized: false, cookie: { maxAge: 60_000 } }))
+    app.post('/login', (req, res) => {
+      ;(req.session as unknown as Fields).userId = 'user-e2e-marker'
+      res.send('ok')
+    })
+    app.get('/me', (req, res) => {
+      res.send(String((req.session as unknown as Fields).userId ?? 'nobody'))
+    })
+    const phone = request.agent(app)
+    const laptop = request.agent(app)
+    await phone.post('/login').expect(200)
+    await laptop.post('/login').expect(200)
+    await phone.get('/me').expect(200, 'user-e2e-marker')
+
+    const sessions = await store.all()
+    const theirs = Object.keys(sessions).filter((sid) => (sessions[sid] as unknown as Fields).userId === 'user-e2e-marker')
+    assert.equal(theirs.length, 2)
+    for (const sid of theirs) assert.equal((await rawValue(store.prefix + sid)).includes(Buffer.from('user-e2e-marker')), false)
+    await Promise.all(theirs.map((sid) => store.destroy(sid)))
+    await phone.get('/me').expect(200, 'nobody')
+    await laptop.get('/me').expect(200, 'nobody')
   })
 
   it('rejects a bad secret option without ever quoting a secret', () => {
