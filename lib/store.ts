@@ -152,7 +152,7 @@ export class MemcacheStore extends session.Store {
     return settle(this.#enumeration.all(), callback)
   }
 
-  /** The IDs of this store's live sessions on every server, without reading their values (see the README for the expiry rule). */
+  /** The IDs of this store's live sessions on every server; only sessions within seconds of expiry are read (see the README for the rule). */
   ids(callback?: Callback<string[]>): Promise<string[]> {
     return settle(this.#enumeration.ids(), callback)
   }
