@@ -91,6 +91,12 @@ export interface MemcacheStoreOptions {
    * @default console
    */
   logger?: Logger | false
+  /**
+   * Encrypts sessions at rest (AES-256-GCM, key derived with scrypt). An array rotates secrets: the
+   * first encrypts, every one decrypts. Unset, sessions are stored as plain serialized text.
+   * @default undefined
+   */
+  secret?: string | string[]
 }
 
 export interface ResolvedOptions {
@@ -109,6 +115,7 @@ export interface ResolvedOptions {
   maxItemSize: number
   memjs: memjs.ClientOptions & memjs.ServerOptions
   logger: Logger | undefined
+  secrets: string[] | undefined
 }
 
 /** Every default, in one place. */
@@ -138,6 +145,7 @@ const KNOWN_OPTIONS = new Set([
   'maxItemSize',
   'memjs',
   'logger',
+  'secret',
 ])
 
 // "[user:pass@]host[:port]"; memjs splits on ':' so IPv6 literals cannot be expressed.
@@ -216,6 +224,7 @@ export function resolveOptions(options: MemcacheStoreOptions = {}): ResolvedOpti
     maxItemSize,
     memjs: memjsOptions ?? {},
     logger: logger === false ? undefined : (logger ?? console),
+    secrets: options.secret === undefined ? undefined : checkSecrets(options.secret),
   }
 }
 
@@ -279,6 +288,22 @@ function checkCredentials(username: unknown, password: unknown, memjsOptions: un
     throw new TypeError('Give SASL credentials once: either `username`/`password` or `memjs.username`/`memjs.password`')
   }
   return { username, password }
+}
+
+/** The secrets as a non-empty array of non-empty strings. Messages never quote a secret. */
+function checkSecrets(secret: unknown): string[] {
+  const list = Array.isArray(secret) ? secret : [secret]
+  const bad = list.findIndex((entry) => typeof entry !== 'string' || entry === '')
+  if (list.length === 0 || bad >= 0) {
+    const got = list.length === 0 ? 'an empty array' : describeSecret(list[bad], Array.isArray(secret) ? bad : undefined)
+    throw new TypeError(`Expected \`secret\` to be a non-empty string or a non-empty array of them, got ${got}`)
+  }
+  return list as string[]
+}
+
+function describeSecret(value: unknown, index: number | undefined): string {
+  const what = value === '' ? 'an empty string' : value === null ? 'null' : Array.isArray(value) ? 'an array' : `a ${typeof value}`
+  return index === undefined ? what : `${what} at index ${index}`
 }
 
 function checkBoolean(name: string, value: unknown): boolean {

@@ -1,6 +1,8 @@
 import session, { type SessionData } from 'express-session'
 import memjs from 'memjs'
-import { decodeSession, encodeSession, ITEM_OVERHEAD_BYTES } from './codec.js'
+import { type Decoded, decodeSession, encodeSession, ITEM_OVERHEAD_BYTES } from './codec.js'
+import { SessionCipher } from './crypto.js'
+import { SessionEnumeration } from './enumeration.js'
 import { MemcacheStoreError, redactId, toError } from './errors.js'
 import { sessionKey } from './keys.js'
 import { KeyedLocks } from './locks.js'
@@ -56,6 +58,8 @@ export class MemcacheStore extends session.Store {
   readonly #origins = new WeakMap<object, Origin>()
   readonly #inFlight: Deadlines<InFlight>
   readonly #log: BurstLog
+  readonly #cipher: SessionCipher | undefined
+  readonly #enumeration: SessionEnumeration
   #nextId = 0
 
   constructor(options: MemcacheStoreOptions = {}) {
@@ -79,6 +83,16 @@ export class MemcacheStore extends session.Store {
     }
     this.#memcached = new Memcached(client, resolved.timeout, resolved.client === undefined)
     this.#inFlight = new Deadlines(resolved.timeout, (_id, op) => op.reject(this.#timeoutError(op)))
+    this.#cipher = resolved.secrets && new SessionCipher(resolved.secrets)
+    this.#enumeration = new SessionEnumeration({
+      prefix: this.prefix,
+      timeoutMs: resolved.timeout,
+      servers: () => this.#memcached.servers,
+      addressFor: (key) => this.#memcached.addressFor(key),
+      expiryIgnoresCookie: typeof resolved.ttl === 'function',
+      get: (sid) => this.get(sid),
+      destroy: (sid) => this.destroy(sid),
+    })
   }
 
   /** The session stored under `sid`, or null: none, expired by its cookie, unreadable, or an invalid ID. */
@@ -86,14 +100,13 @@ export class MemcacheStore extends session.Store {
     return this.#run('get', sid, callback, null, async (key, subject) => {
       const item = await this.#memcached.get(key, subject)
       if (item === undefined) return null
-      const text = item.value.toString()
-      const decoded = decodeSession(this.#options.serializer, item.value)
+      const decoded = this.#decode(item.value, key)
       if (!decoded.ok) {
         this.#log.report('decode', `the stored value of ${subject} is not a session (${decoded.reason}); it was treated as no session`)
         return null
       }
       if (hasExpired(decoded.sess)) return null
-      this.#origins.set(decoded.sess, { key, cas: item.cas, text })
+      this.#origins.set(decoded.sess, { key, cas: item.cas, text: decoded.text })
       return decoded.sess
     })
   }
@@ -113,7 +126,7 @@ export class MemcacheStore extends session.Store {
       const expiry = memcachedExpiry(seconds)
       const { value, text } = this.#encode(sess, key, subject)
       const origin = this.#origins.get(sess)
-      if (origin?.key === key) return this.#saveLoaded(key, subject, origin, text, expiry)
+      if (origin?.key === key) return this.#saveLoaded(key, subject, origin, value, text, expiry)
       if (isExpressSessionObject(sess, sid)) return this.#saveNew(key, subject, sess, value, text, expiry)
       await this.#memcached.store('set', key, value, { flags: 0, expiry }, subject)
     })
@@ -133,6 +146,32 @@ export class MemcacheStore extends session.Store {
     return this.#run('destroy', sid, callback, undefined, async (key, subject) => {
       await this.#memcached.delete(key, subject)
     })
+  }
+
+  /**
+   * Every live session of this store, keyed by ID, as MemoryStore yields them: the keys under this
+   * store's prefix on every server (listed with `lru_crawler metadump`), each read like `get` does.
+   */
+  override all(callback?: Callback<Record<string, SessionData>>): Promise<Record<string, SessionData>> {
+    return settle(this.#enumeration.all(), callback)
+  }
+
+  /** The IDs of this store's live sessions on every server; only sessions within seconds of expiry are read (see the README for the rule). */
+  ids(callback?: Callback<string[]>): Promise<string[]> {
+    return settle(this.#enumeration.ids(), callback)
+  }
+
+  /** How many live sessions this store holds: `ids().length`. */
+  override length(callback?: Callback<number>): Promise<number> {
+    return settle(this.#enumeration.length(), callback)
+  }
+
+  /** Deletes this store's sessions one by one; other keys on the servers are left alone (never `flush_all`). */
+  override clear(callback?: Callback<void>): Promise<void> {
+    return settle(
+      this.#enumeration.clear().then(() => undefined),
+      callback,
+    )
   }
 
   /** Resolves once every server answers; rejects with an Error naming each one that does not. */
@@ -159,6 +198,7 @@ export class MemcacheStore extends session.Store {
 
   /** Settles whatever is in flight with an error and closes the memjs client if the store created it. */
   async close(): Promise<void> {
+    this.#enumeration.close()
     this.#memcached.close()
   }
 
@@ -191,14 +231,14 @@ export class MemcacheStore extends session.Store {
    * disappeared meanwhile (a logout stays final). With `merge`, a CAS write; on a lost race, a
    * three-way merge with what is stored, then another CAS write.
    */
-  async #saveLoaded(key: string, subject: string, origin: Origin, text: string, expiry: number): Promise<void> {
+  async #saveLoaded(key: string, subject: string, origin: Origin, encoded: Buffer, text: string, expiry: number): Promise<void> {
     const memcached = this.#memcached
     if (!this.#options.merge) {
-      const replaced = await memcached.store('replace', key, Buffer.from(text), { flags: 0, expiry }, subject)
+      const replaced = await memcached.store('replace', key, encoded, { flags: 0, expiry }, subject)
       if (replaced.status === 'stored') origin.text = text
       return
     }
-    let value: Buffer = Buffer.from(text)
+    let value = encoded
     let cas = origin.cas
     for (let merges = 0; ; merges++) {
       if (cas !== undefined) {
@@ -221,7 +261,7 @@ export class MemcacheStore extends session.Store {
       }
       const current = await memcached.get(key, subject)
       if (current === undefined) return
-      const theirs = decodeSession(this.#options.serializer, current.value)
+      const theirs = this.#decode(current.value, key)
       if (theirs.ok && hasExpired(theirs.sess)) return
       const parse = (source: string) => this.#options.serializer.parse(source) as SessionObject
       const merged = theirs.ok ? mergeSessions(parse(origin.text), parse(text), theirs.sess as unknown as SessionObject) : parse(text)
@@ -230,13 +270,15 @@ export class MemcacheStore extends session.Store {
     }
   }
 
+  /** Serialized (and, with `secret`, encrypted) bytes to store, and the plain text: the base of a later merge. */
   #encode(sess: SessionData, key: string, subject: string): { value: Buffer; text: string } {
-    let value: Buffer
+    let plain: Buffer
     try {
-      value = encodeSession(this.#options.serializer, sess)
+      plain = encodeSession(this.#options.serializer, sess)
     } catch (err) {
       throw new MemcacheStoreError('ESERIALIZE', 'set', `${subject} could not be serialized: ${toError(err).message}`, { cause: err })
     }
+    const value = this.#cipher ? this.#cipher.seal(plain, key) : plain
     const limit = this.#options.maxItemSize - Buffer.byteLength(key) - ITEM_OVERHEAD_BYTES
     if (value.length > limit) {
       throw new MemcacheStoreError(
@@ -245,7 +287,15 @@ export class MemcacheStore extends session.Store {
         `${subject} is ${value.length} bytes serialized, over the ${limit} bytes a ${this.#options.maxItemSize}-byte memcached item leaves for it; it was not sent and the stored session is unchanged`,
       )
     }
-    return { value, text: value.toString() }
+    return { value, text: plain.toString() }
+  }
+
+  /** Stored bytes back to a session and its plain text, decrypting first with `secret`; or why they are not one. */
+  #decode(value: Buffer, key: string): (Decoded & { ok: false }) | { ok: true; sess: SessionData; text: string } {
+    const opened = this.#cipher ? this.#cipher.open(value, key) : { ok: true as const, plain: value }
+    if (!opened.ok) return opened
+    const decoded = decodeSession(this.#options.serializer, opened.plain)
+    return decoded.ok ? { ...decoded, text: opened.plain.toString() } : decoded
   }
 
   /** One store operation: key checks, the session's lock, the deadline, failOpen and the optional callback. */
