@@ -35,9 +35,14 @@ const server = await MemcachedServer.start({ memoryMb: 256 })
 const plainStore = new MemcacheStore({ servers: server.address, prefix: 'plain:' })
 const encryptedStore = new MemcacheStore({ servers: server.address, prefix: 'enc:', secret: 'a secret for the benchmark' })
 try {
-  console.log(`\n| store | sequential set+get (median of ${STORE_OPS}) | p99 | ${CONCURRENCY} in flight: set+get pairs/s | Node CPU per pair |\n|---|---|---|---|---|`)
+  console.log(
+    `\n| store | sequential set+get (median of ${STORE_OPS}) | p99 | ${CONCURRENCY} in flight: set+get pairs/s | Node CPU per pair |\n|---|---|---|---|---|`,
+  )
   for (let round = 0; round < 4; round++) {
-    for (const [name, store] of [['plain', plainStore], ['secret', encryptedStore]] as const) {
+    for (const [name, store] of [
+      ['plain', plainStore],
+      ['secret', encryptedStore],
+    ] as const) {
       const sess = plainSession({ user: 'ada', pad: sizes.small })
       const latencies: number[] = []
       for (let i = 0; i < STORE_OPS; i++) {
@@ -68,7 +73,11 @@ try {
       }
     }
   }
-  console.log(`\nnode ${process.version}, ${availableParallelism()} CPU(s), load average ${loadavg().map((n) => n.toFixed(1)).join(' ')} (round 0, a warm-up, is not shown; rounds alternate plain and secret)`)
+  console.log(
+    `\nnode ${process.version}, ${availableParallelism()} CPU(s), load average ${loadavg()
+      .map((n) => n.toFixed(1))
+      .join(' ')} (round 0, a warm-up, is not shown; rounds alternate plain and secret)`,
+  )
 } finally {
   await plainStore.close()
   await encryptedStore.close()

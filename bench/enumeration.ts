@@ -22,7 +22,9 @@ try {
   started = performance.now()
   await writeForeignKeys(server.port, FOREIGN)
   const fillForeignMs = performance.now() - started
-  console.log(`memcached ${server.address}: ${SESSIONS} sessions written through the store in ${fmt(fillSessionsMs)}, ${FOREIGN} foreign keys in ${fmt(fillForeignMs)}`)
+  console.log(
+    `memcached ${server.address}: ${SESSIONS} sessions written through the store in ${fmt(fillSessionsMs)}, ${FOREIGN} foreign keys in ${fmt(fillForeignMs)}`,
+  )
 
   const results: [string, number[], string][] = []
   for (const [name, run] of [
@@ -50,10 +52,16 @@ try {
   console.log(`\n| operation | median | min | max | runs | result |\n|---|---|---|---|---|---|`)
   for (const [name, times, result] of results) {
     const sorted = [...times].sort((a, b) => a - b)
-    console.log(`| ${name} | ${fmt(sorted[Math.floor(sorted.length / 2)])} | ${fmt(sorted[0])} | ${fmt(sorted.at(-1) ?? 0)} | ${times.length} | ${result} |`)
+    console.log(
+      `| ${name} | ${fmt(sorted[Math.floor(sorted.length / 2)])} | ${fmt(sorted[0])} | ${fmt(sorted.at(-1) ?? 0)} | ${times.length} | ${result} |`,
+    )
   }
   console.log(`\nafter clear(): 0 sessions, ${foreignLeft} foreign keys still there`)
-  console.log(`node ${process.version}, ${(await server.command('version')).trim()}, ${availableParallelism()} CPU(s), load average ${loadavg().map((n) => n.toFixed(1)).join(' ')}`)
+  console.log(
+    `node ${process.version}, ${(await server.command('version')).trim()}, ${availableParallelism()} CPU(s), load average ${loadavg()
+      .map((n) => n.toFixed(1))
+      .join(' ')}`,
+  )
 } finally {
   await store.close()
   await server.stop()
@@ -65,9 +73,11 @@ function fmt(ms: number): string {
 
 async function pool(count: number, width: number, work: (i: number) => Promise<unknown>): Promise<void> {
   let next = 0
-  await Promise.all(Array.from({ length: width }, async () => {
-    while (next < count) await work(next++)
-  }))
+  await Promise.all(
+    Array.from({ length: width }, async () => {
+      while (next < count) await work(next++)
+    }),
+  )
 }
 
 /** Another application's keys, in one pipelined burst of text-protocol sets. */

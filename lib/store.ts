@@ -371,10 +371,22 @@ function settle<T>(result: Promise<T>, callback: Callback<T> | undefined): Promi
   )
 }
 
-/** The cookie decides, to the millisecond: memcached's clock ticks in seconds and the TTL has a second of grace. */
+/**
+ * memcached keeps an item up to about two seconds past the cookie's expiry (its clock ticks in whole
+ * seconds and the store adds one); this is that window, with a second of margin.
+ */
+const MEMCACHED_GRACE_MS = 3000
+
+/**
+ * Expired by its cookie, to the millisecond, while memcached may still hold it. An item still there
+ * well after its stored cookie expired was extended by a TOUCH (which moves memcached's expiry
+ * without rewriting the stored cookie): memcached's expiry then decides.
+ */
 function hasExpired(sess: SessionData): boolean {
   const expiresAt = cookieExpiry(sess)
-  return expiresAt !== undefined && expiresAt <= Date.now()
+  if (expiresAt === undefined) return false
+  const overdueMs = Date.now() - expiresAt
+  return overdueMs >= 0 && overdueMs < MEMCACHED_GRACE_MS
 }
 
 /** A Session object built by express-session for this ID (a new one unless the store loaded it). */

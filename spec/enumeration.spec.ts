@@ -7,7 +7,7 @@ import { join } from 'node:path'
 import { after, before, describe, it } from 'node:test'
 import type { SessionData } from 'express-session'
 import memjs from 'memjs'
-import { MemcacheStore, MemcacheStoreError, type MemcacheStoreOptions } from '../lib/index.ts'
+import { MemcacheStore, type MemcacheStoreError, type MemcacheStoreOptions } from '../lib/index.ts'
 import { MemcachedServer, sleep, startMemcacheds } from './harness/memcached.ts'
 import { plainSession, randomId, StoreFactory } from './harness/stores.ts'
 
@@ -131,7 +131,10 @@ describe('all, ids, length, clear', () => {
     const store = stores.create({ prefix: 'ünï:%20/' })
     const sid = 'café-%41+ü/ß?='
     await store.set(sid, plainSession({ user: 'ada' }))
-    const stored = await rawText(server.port, Buffer.concat([Buffer.from('set '), Buffer.from([0xff, 0xfe, 0x80]), Buffer.from(' 0 0 1\r\nx\r\n')]))
+    const stored = await rawText(
+      server.port,
+      Buffer.concat([Buffer.from('set '), Buffer.from([0xff, 0xfe, 0x80]), Buffer.from(' 0 0 1\r\nx\r\n')]),
+    )
     assert.match(stored, /^STORED/)
     assert.deepEqual(await store.ids(), [sid])
     assert.deepEqual(Object.keys(await store.all()), [sid])
@@ -181,7 +184,10 @@ describe('on two servers', () => {
     const store = new MemcacheStore({ servers: pair.map((each) => each.address).join(','), prefix: 'pair:', logger: false })
     try {
       await pair[1].kill()
-      await assert.rejects(store.length(), (err: MemcacheStoreError) => err.server === pair[1].address && err.message.includes(pair[1].address))
+      await assert.rejects(
+        store.length(),
+        (err: MemcacheStoreError) => err.server === pair[1].address && err.message.includes(pair[1].address),
+      )
     } finally {
       await store.close()
       await pair[1].restart()

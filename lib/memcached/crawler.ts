@@ -47,7 +47,8 @@ export function metadump(options: MetadumpOptions): Promise<void> {
       finish(new MemcacheStoreError(code, 'metadump', `memcached metadump on ${address} failed: ${reason}`, { server: address, cause }))
 
     const abort = () => fail('ECLOSED', 'abandoned: the store was closed')
-    if (signal?.aborted) return reject(new MemcacheStoreError('ECLOSED', 'metadump', `memcached metadump on ${address} refused: the store was closed`))
+    if (signal?.aborted)
+      return reject(new MemcacheStoreError('ECLOSED', 'metadump', `memcached metadump on ${address} refused: the store was closed`))
     signal?.addEventListener('abort', abort, { once: true })
     const socket = net.connect({ host, port })
     socket.setNoDelay(true)
@@ -90,14 +91,12 @@ export function metadump(options: MetadumpOptions): Promise<void> {
 
     /** Anything but a key line or END: memcached's reasons for not dumping. */
     function refusal(line: string): void {
-      if (line.startsWith('BUSY')) return fail('EBUSY', `a crawl is already running on this server (${line})`)
-      if (/crawler disabled/i.test(line)) {
-        return fail('ENOTSUPPORTED', `its LRU crawler is disabled (started with -o no_lru_crawler), so its keys cannot be listed (${line})`)
-      }
-      if (/not allowed/i.test(line)) {
-        return fail('ENOTSUPPORTED', `dumping keys is disabled on this server (started with -X) (${line})`)
-      }
-      return fail('ESERVER', `unexpected reply ${JSON.stringify(line.slice(0, 120))}`)
+      if (line.startsWith('BUSY')) fail('EBUSY', `a crawl is already running on this server (${line})`)
+      else if (/crawler disabled/i.test(line)) {
+        fail('ENOTSUPPORTED', `its LRU crawler is disabled (started with -o no_lru_crawler), so its keys cannot be listed (${line})`)
+      } else if (/not allowed/i.test(line)) {
+        fail('ENOTSUPPORTED', `dumping keys is disabled on this server (started with -X) (${line})`)
+      } else fail('ESERVER', `unexpected reply ${JSON.stringify(line.slice(0, 120))}`)
     }
   })
 }
