@@ -13,6 +13,7 @@ import { type MemjsClient, serverAddress } from './memcached/memjs-internals.js'
 import { placeKeysByConsistentHashing } from './memcached/ring.js'
 import { mergeSessions } from './merge.js'
 import { type MemcacheStoreOptions, type ResolvedOptions, resolveOptions } from './options.js'
+import { RecentTouches } from './recent-touches.js'
 import { cookieExpiry, lifetimeSeconds, memcachedExpiry } from './ttl.js'
 
 type Callback<T> = (err: unknown, value?: T) => void
@@ -60,6 +61,7 @@ export class MemcacheStore extends session.Store {
   readonly #log: BurstLog
   readonly #cipher: SessionCipher | undefined
   readonly #enumeration: SessionEnumeration
+  readonly #recentTouches: RecentTouches | undefined
   #nextId = 0
 
   constructor(options: MemcacheStoreOptions = {}) {
@@ -68,6 +70,7 @@ export class MemcacheStore extends session.Store {
     this.#options = resolved
     this.prefix = resolved.prefix
     this.#log = new BurstLog(resolved.logger)
+    this.#recentTouches = resolved.touchAfter > 0 ? new RecentTouches(resolved.touchAfter * 1000) : undefined
     const seconds = resolved.timeout / 1000
     let client = resolved.client as unknown as MemjsClient | undefined
     if (client === undefined) {
@@ -135,15 +138,19 @@ export class MemcacheStore extends session.Store {
   /** Extends a session's expiry with memcached's TOUCH, without rewriting it. */
   override touch(sid: string, sess: SessionData, callback?: Callback<void>): Promise<void> {
     if (this.#options.disableTouch) return settle(Promise.resolve(), callback)
+    // touchAfter: only keys that were sent once are remembered, so a hit is a valid key.
+    if (this.#recentTouches?.isRecent(this.prefix + sid)) return settle(Promise.resolve(), callback)
     return this.#run('touch', sid, callback, undefined, async (key, subject) => {
       const seconds = lifetimeSeconds(sess, this.#options.ttl)
       if (seconds < 0) return
-      await this.#memcached.touch(key, memcachedExpiry(seconds), subject)
+      const found = await this.#memcached.touch(key, memcachedExpiry(seconds), subject)
+      if (found) this.#recentTouches?.record(key)
     })
   }
 
   destroy(sid: string, callback?: Callback<void>): Promise<void> {
     return this.#run('destroy', sid, callback, undefined, async (key, subject) => {
+      this.#recentTouches?.forget(key)
       await this.#memcached.delete(key, subject)
     })
   }

@@ -1,0 +1,73 @@
+// One Express + express-session app, on the store named by BENCH_STORE; started as a child process
+// by the HTTP benchmark, which loads it from another process. Routes:
+//   GET /login  creates a session of about 2 KB (the cookie pool is made with it)
+//   GET /read   reads the session: express-session then calls get + touch
+//   GET /write  changes the session: get + set
+import connectMemcached from 'connect-memcached'
+import connectMemjs from 'connect-memjs'
+import { RedisStore } from 'connect-redis'
+import express from 'express'
+import session from 'express-session'
+import { createClient } from 'redis'
+import { MemcacheStore } from '../lib/index.ts'
+import { sessionPayload } from './payload.ts'
+
+async function createStore(name: string): Promise<session.Store> {
+  const servers = process.env.BENCH_MEMCACHE_SERVERS ?? ''
+  const prefix = `http${process.pid}:`
+  switch (name) {
+    case 'MemoryStore':
+      return new session.MemoryStore()
+    case 'this store':
+      return new MemcacheStore({ servers, prefix, logger: false })
+    case 'this store, touchAfter 60':
+      return new MemcacheStore({ servers, prefix, logger: false, touchAfter: 60 })
+    case 'connect-memjs':
+      return new (connectMemjs(session))({ servers: servers.split(','), prefix, logger: { log() {} }, keepAlive: true })
+    case 'connect-memcached':
+      return new (connectMemcached(session))({ hosts: servers.split(','), prefix })
+    case 'connect-redis': {
+      const client = createClient({ url: process.env.BENCH_REDIS_URL })
+      await client.connect()
+      return new RedisStore({ client, prefix })
+    }
+    default:
+      throw new Error(`unknown BENCH_STORE ${JSON.stringify(name)}`)
+  }
+}
+
+async function main(): Promise<void> {
+  const store = await createStore(process.env.BENCH_STORE ?? '')
+  const { cart } = sessionPayload(2_000)
+  const app = express()
+  app.use(session({ store, secret: 'benchmark secret', resave: false, saveUninitialized: false, cookie: { maxAge: 86_400_000 } }))
+  app.get('/login', (req, res) => {
+    const sess = req.session as unknown as Record<string, unknown>
+    sess.user = { id: 4242, name: 'Ada' }
+    sess.cart = cart
+    sess.count = 0
+    res.send('ok')
+  })
+  app.get('/read', (req, res) => {
+    res.send(String((req.session as unknown as Record<string, unknown>).count ?? 'none'))
+  })
+  app.get('/write', (req, res) => {
+    const sess = req.session as unknown as Record<string, number>
+    sess.count = (sess.count ?? 0) + 1
+    res.send(String(sess.count))
+  })
+  const server = app.listen(0, '127.0.0.1', () => {
+    const address = server.address()
+    process.send?.({ port: typeof address === 'object' && address ? address.port : 0 })
+  })
+  process.on('message', (message: { type?: string }) => {
+    // Peak resident set size of this process since it started, in bytes.
+    if (message.type === 'rss') process.send?.({ peakRss: process.resourceUsage().maxRSS * 1024 })
+  })
+  process.on('disconnect', () => process.exit(0))
+}
+
+main().catch((err) => {
+  console.error(err)
+  process.exit(1)
+})
