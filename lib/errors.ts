@@ -21,6 +21,9 @@ export type ErrorCode =
   | 'ESERVER'
   | 'ECONNECTION'
   | 'ECLOSED'
+  | 'EBUSY'
+  | 'ENOTSUPPORTED'
+  | 'ENOPREFIX'
 
 /**
  * Every error the store passes on: says what failed (`operation`), where (`server`), and why.

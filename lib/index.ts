@@ -1,4 +1,4 @@
 export type { Serializer } from './codec.js'
 export { MemcacheStoreError } from './errors.js'
-export type { Logger, MemcacheStoreOptions } from './options.js'
+export type { Logger, MemcacheStoreOptions, WeightedServer } from './options.js'
 export { MemcacheStore } from './store.js'

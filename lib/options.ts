@@ -9,12 +9,34 @@ export interface Logger {
   warn(message: string): void
 }
 
+/** A server with its relative share of sessions: `{ address: 'cache-1:11211', weight: 2 }`. */
+export interface WeightedServer {
+  /** `host:port` or `user:pass@host:port`. */
+  address: string
+  /**
+   * The server's share of sessions relative to the others (ketama weighting).
+   * @default 1
+   */
+  weight?: number
+}
+
 export interface MemcacheStoreOptions {
   /**
-   * memcached servers as `"host:port,host:port"` or an array, each optionally `user:pass@host:port`.
+   * memcached servers as `"host:port,host:port"` or an array, each optionally `user:pass@host:port`
+   * or a `{ address, weight }` object. Several servers share the sessions by ketama consistent hashing.
    * @default process.env.MEMCACHIER_SERVERS, then process.env.MEMCACHE_SERVERS, then "localhost:11211"
    */
-  servers?: string | string[]
+  servers?: string | Array<string | WeightedServer>
+  /**
+   * SASL username for every server without credentials in its address.
+   * @default process.env.MEMCACHIER_USERNAME, then process.env.MEMCACHE_USERNAME
+   */
+  username?: string
+  /**
+   * SASL password, given together with `username`.
+   * @default process.env.MEMCACHIER_PASSWORD, then process.env.MEMCACHE_PASSWORD
+   */
+  password?: string
   /** An existing memjs client to use instead of creating one; the store then never closes it. */
   client?: memjs.Client
   /**
@@ -77,10 +99,19 @@ export interface MemcacheStoreOptions {
    * @default console
    */
   logger?: Logger | false
+  /**
+   * Encrypts sessions at rest (AES-256-GCM, key derived with scrypt). An array rotates secrets: the
+   * first encrypts, every one decrypts. Unset, sessions are stored as plain serialized text.
+   * @default undefined
+   */
+  secret?: string | string[]
 }
 
 export interface ResolvedOptions {
   servers: string | undefined
+  /** Relative shares, one per server in `servers` order; undefined when no server has a weight. */
+  weights: number[] | undefined
+  credentials: { username: string; password: string } | undefined
   client: memjs.Client | undefined
   prefix: string
   ttl: TtlOption
@@ -93,6 +124,7 @@ export interface ResolvedOptions {
   maxItemSize: number
   memjs: memjs.ClientOptions & memjs.ServerOptions
   logger: Logger | undefined
+  secrets: string[] | undefined
 }
 
 /** Every default, in one place. */
@@ -110,6 +142,8 @@ export const DEFAULTS = {
 
 const KNOWN_OPTIONS = new Set([
   'servers',
+  'username',
+  'password',
   'client',
   'prefix',
   'ttl',
@@ -122,6 +156,7 @@ const KNOWN_OPTIONS = new Set([
   'maxItemSize',
   'memjs',
   'logger',
+  'secret',
 ])
 
 // "[user:pass@]host[:port]"; memjs splits on ':' so IPv6 literals cannot be expressed.
@@ -144,12 +179,15 @@ export function resolveOptions(options: MemcacheStoreOptions = {}): ResolvedOpti
   const touchAfter = options.touchAfter ?? DEFAULTS.touchAfter
 
   const serverList = servers === undefined ? undefined : checkServers(servers)
+  const credentials = checkCredentials(options.username, options.password, memjsOptions)
   if (client !== undefined) {
     if (typeof client !== 'object' || client === null || !Array.isArray((client as { servers?: unknown }).servers)) {
       throw new TypeError(`Expected \`client\` to be a memjs Client, got ${quote(client)}`)
     }
-    if (servers !== undefined || memjsOptions !== undefined) {
-      throw new TypeError('Pass either `client` or `servers`/`memjs`, not both: an existing client brings its own servers and options')
+    if (servers !== undefined || memjsOptions !== undefined || credentials !== undefined) {
+      throw new TypeError(
+        'Pass either `client` or `servers`/`username`/`password`/`memjs`, not both: an existing client brings its own servers and options',
+      )
     }
   }
   if (typeof prefix !== 'string') throw new TypeError(`Expected \`prefix\` to be a string, got ${quote(prefix)}`)
@@ -177,12 +215,19 @@ export function resolveOptions(options: MemcacheStoreOptions = {}): ResolvedOpti
   if (memjsOptions !== undefined && (typeof memjsOptions !== 'object' || memjsOptions === null)) {
     throw new TypeError(`Expected \`memjs\` to be an object of memjs client options, got ${quote(memjsOptions)}`)
   }
+  if (memjsOptions?.failover) {
+    throw new TypeError(
+      '`memjs.failover` is not supported: moving a dead server\'s sessions to another server serves stale sessions when it returns (see the README, "Running on a cluster")',
+    )
+  }
   if (logger !== undefined && logger !== false && typeof (logger as Logger | null)?.warn !== 'function') {
     throw new TypeError(`Expected \`logger\` to have a \`warn\` method, or to be false, got ${quote(logger)}`)
   }
 
   return {
-    servers: serverList,
+    servers: serverList?.servers,
+    weights: serverList?.weights,
+    credentials,
     client,
     prefix,
     ttl: typeof ttl === 'number' ? Math.ceil(ttl) : ttl,
@@ -195,23 +240,86 @@ export function resolveOptions(options: MemcacheStoreOptions = {}): ResolvedOpti
     maxItemSize,
     memjs: memjsOptions ?? {},
     logger: logger === false ? undefined : (logger ?? console),
+    secrets: options.secret === undefined ? undefined : checkSecrets(options.secret),
   }
 }
 
-/** The servers as memjs wants them: one comma-separated string without spaces. */
-function checkServers(servers: unknown): string {
+/**
+ * The servers as memjs wants them (one comma-separated string without spaces) and their weights.
+ * memjs splits `user:pass@host:port` on ':' and '@', so neither may appear in a username or password
+ * given this way, and IPv6 literals cannot be expressed.
+ */
+function checkServers(servers: unknown): { servers: string; weights: number[] | undefined } {
   const list = typeof servers === 'string' ? servers.split(',') : servers
   if (!Array.isArray(list) || list.length === 0) {
     throw new TypeError(`Expected \`servers\` to be a "host:port,host:port" string or an array of "host:port", got ${quote(servers)}`)
   }
+  const addresses: string[] = []
+  const weights: number[] = []
   for (const entry of list) {
-    const port = typeof entry === 'string' ? Number(entry.split(':').at(-1)) : Number.NaN
-    const hasPort = typeof entry === 'string' && /:\d+$/.test(entry)
-    if (typeof entry !== 'string' || !SERVER_PATTERN.test(entry.trim()) || (hasPort && (port < 1 || port > 65535))) {
-      throw new TypeError(`Expected each of \`servers\` to look like "host:port" or "user:pass@host:port", got ${quote(entry)}`)
+    const weighted = typeof entry === 'object' && entry !== null
+    const address: unknown = weighted ? (entry as WeightedServer).address : entry
+    const weight: unknown = weighted ? ((entry as WeightedServer).weight ?? 1) : 1
+    if (typeof address !== 'string' || !isServerAddress(address.trim())) {
+      throw new TypeError(
+        `Expected each of \`servers\` to look like "host:port", "user:pass@host:port" or { address: "host:port", weight: 2 }, got ${quote(withoutPassword(entry))}`,
+      )
     }
+    if (weighted) {
+      const unknown = Object.keys(entry).filter((name) => name !== 'address' && name !== 'weight')
+      if (unknown.length > 0) throw new TypeError(`Unknown field \`${unknown[0]}\` in a \`servers\` entry; known fields: address, weight`)
+    }
+    if (!(typeof weight === 'number' && Number.isFinite(weight) && weight > 0)) {
+      throw new TypeError(`Expected the weight of server ${JSON.stringify(address)} to be a positive number, got ${quote(weight)}`)
+    }
+    addresses.push(address.trim())
+    weights.push(weight)
   }
-  return list.map((entry: string) => entry.trim()).join(',')
+  return { servers: addresses.join(','), weights: weights.every((weight) => weight === 1) ? undefined : weights }
+}
+
+/** A `servers` entry as it may appear in a message: the password replaced by `***`. */
+function withoutPassword(entry: unknown): unknown {
+  const hide = (address: unknown) => (typeof address === 'string' ? address.replace(/^([^@:]*):.*@/, '$1:***@') : address)
+  return typeof entry === 'object' && entry !== null ? { ...entry, address: hide((entry as WeightedServer).address) } : hide(entry)
+}
+
+function isServerAddress(address: string): boolean {
+  if (!SERVER_PATTERN.test(address)) return false
+  const at = address.lastIndexOf('@')
+  if (at >= 0 && address.slice(0, at).split(':').length !== 2) return false
+  const port = /:(\d+)$/.exec(address)?.[1]
+  return port === undefined || (Number(port) >= 1 && Number(port) <= 65535)
+}
+
+function checkCredentials(username: unknown, password: unknown, memjsOptions: unknown): ResolvedOptions['credentials'] {
+  if (username === undefined && password === undefined) return undefined
+  if (typeof username !== 'string' || username === '' || typeof password !== 'string' || password === '') {
+    throw new TypeError(
+      `Expected \`username\` and \`password\` to be given together as non-empty strings, got username ${quote(username)} and password of type ${password === null ? 'null' : typeof password}`,
+    )
+  }
+  const fromMemjs = memjsOptions as { username?: unknown; password?: unknown } | undefined
+  if (fromMemjs?.username !== undefined || fromMemjs?.password !== undefined) {
+    throw new TypeError('Give SASL credentials once: either `username`/`password` or `memjs.username`/`memjs.password`')
+  }
+  return { username, password }
+}
+
+/** The secrets as a non-empty array of non-empty strings. Messages never quote a secret. */
+function checkSecrets(secret: unknown): string[] {
+  const list = Array.isArray(secret) ? secret : [secret]
+  const bad = list.findIndex((entry) => typeof entry !== 'string' || entry === '')
+  if (list.length === 0 || bad >= 0) {
+    const got = list.length === 0 ? 'an empty array' : describeSecret(list[bad], Array.isArray(secret) ? bad : undefined)
+    throw new TypeError(`Expected \`secret\` to be a non-empty string or a non-empty array of them, got ${got}`)
+  }
+  return list as string[]
+}
+
+function describeSecret(value: unknown, index: number | undefined): string {
+  const what = value === '' ? 'an empty string' : value === null ? 'null' : Array.isArray(value) ? 'an array' : `a ${typeof value}`
+  return index === undefined ? what : `${what} at index ${index}`
 }
 
 function checkBoolean(name: string, value: unknown): boolean {

@@ -1,6 +1,8 @@
 import session, { type SessionData } from 'express-session'
 import memjs from 'memjs'
-import { decodeSession, encodeSession, ITEM_OVERHEAD_BYTES } from './codec.js'
+import { type Decoded, decodeSession, encodeSession, ITEM_OVERHEAD_BYTES } from './codec.js'
+import { SessionCipher } from './crypto.js'
+import { SessionEnumeration } from './enumeration.js'
 import { MemcacheStoreError, redactId, toError } from './errors.js'
 import { sessionKey } from './keys.js'
 import { KeyedLocks } from './locks.js'
@@ -8,6 +10,7 @@ import { BurstLog } from './log.js'
 import { Memcached } from './memcached/connection.js'
 import { Deadlines } from './memcached/deadlines.js'
 import { type MemjsClient, serverAddress } from './memcached/memjs-internals.js'
+import { placeKeysByConsistentHashing } from './memcached/ring.js'
 import { mergeSessions } from './merge.js'
 import { type MemcacheStoreOptions, type ResolvedOptions, resolveOptions } from './options.js'
 import { RecentTouches } from './recent-touches.js'
@@ -56,6 +59,8 @@ export class MemcacheStore extends session.Store {
   readonly #origins = new WeakMap<object, Origin>()
   readonly #inFlight: Deadlines<InFlight>
   readonly #log: BurstLog
+  readonly #cipher: SessionCipher | undefined
+  readonly #enumeration: SessionEnumeration
   readonly #recentTouches: RecentTouches | undefined
   #nextId = 0
 
@@ -67,17 +72,30 @@ export class MemcacheStore extends session.Store {
     this.#log = new BurstLog(resolved.logger)
     this.#recentTouches = resolved.touchAfter > 0 ? new RecentTouches(resolved.touchAfter * 1000) : undefined
     const seconds = resolved.timeout / 1000
-    const client =
-      resolved.client ??
-      memjs.Client.create(resolved.servers, {
+    let client = resolved.client as unknown as MemjsClient | undefined
+    if (client === undefined) {
+      client = memjs.Client.create(resolved.servers, {
         logger: SILENT,
         timeout: seconds,
         conntimeout: seconds,
         keepAlive: true,
+        ...resolved.credentials,
         ...resolved.memjs,
-      })
-    this.#memcached = new Memcached(client as unknown as MemjsClient, resolved.timeout, resolved.client === undefined)
+      }) as unknown as MemjsClient
+      placeKeysByConsistentHashing(client, resolved.weights)
+    }
+    this.#memcached = new Memcached(client, resolved.timeout, resolved.client === undefined)
     this.#inFlight = new Deadlines(resolved.timeout, (_id, op) => op.reject(this.#timeoutError(op)))
+    this.#cipher = resolved.secrets && new SessionCipher(resolved.secrets)
+    this.#enumeration = new SessionEnumeration({
+      prefix: this.prefix,
+      timeoutMs: resolved.timeout,
+      servers: () => this.#memcached.servers,
+      addressFor: (key) => this.#memcached.addressFor(key),
+      expiryIgnoresCookie: typeof resolved.ttl === 'function',
+      get: (sid) => this.get(sid),
+      destroy: (sid) => this.destroy(sid),
+    })
   }
 
   /** The session stored under `sid`, or null: none, expired by its cookie, unreadable, or an invalid ID. */
@@ -85,14 +103,13 @@ export class MemcacheStore extends session.Store {
     return this.#run('get', sid, callback, null, async (key, subject) => {
       const item = await this.#memcached.get(key, subject)
       if (item === undefined) return null
-      const text = item.value.toString()
-      const decoded = decodeSession(this.#options.serializer, text)
+      const decoded = this.#decode(item.value, key)
       if (!decoded.ok) {
         this.#log.report('decode', `the stored value of ${subject} is not a session (${decoded.reason}); it was treated as no session`)
         return null
       }
       if (hasExpired(decoded.sess)) return null
-      this.#origins.set(decoded.sess, { key, cas: item.cas, text })
+      this.#origins.set(decoded.sess, { key, cas: item.cas, text: decoded.text })
       return decoded.sess
     })
   }
@@ -112,7 +129,7 @@ export class MemcacheStore extends session.Store {
       const expiry = memcachedExpiry(seconds)
       const { value, text } = this.#encode(sess, key, subject)
       const origin = this.#origins.get(sess)
-      if (origin?.key === key) return this.#saveLoaded(key, subject, origin, text, value, expiry)
+      if (origin?.key === key) return this.#saveLoaded(key, subject, origin, value, text, expiry)
       if (isExpressSessionObject(sess, sid)) return this.#saveNew(key, subject, sess, value, text, expiry)
       await this.#memcached.store('set', key, value, { flags: 0, expiry }, subject)
     })
@@ -138,6 +155,32 @@ export class MemcacheStore extends session.Store {
     })
   }
 
+  /**
+   * Every live session of this store, keyed by ID, as MemoryStore yields them: the keys under this
+   * store's prefix on every server (listed with `lru_crawler metadump`), each read like `get` does.
+   */
+  override all(callback?: Callback<Record<string, SessionData>>): Promise<Record<string, SessionData>> {
+    return settle(this.#enumeration.all(), callback)
+  }
+
+  /** The IDs of this store's live sessions on every server; only sessions within seconds of expiry are read (see the README for the rule). */
+  ids(callback?: Callback<string[]>): Promise<string[]> {
+    return settle(this.#enumeration.ids(), callback)
+  }
+
+  /** How many live sessions this store holds: `ids().length`. */
+  override length(callback?: Callback<number>): Promise<number> {
+    return settle(this.#enumeration.length(), callback)
+  }
+
+  /** Deletes this store's sessions one by one; other keys on the servers are left alone (never `flush_all`). */
+  override clear(callback?: Callback<void>): Promise<void> {
+    return settle(
+      this.#enumeration.clear().then(() => undefined),
+      callback,
+    )
+  }
+
   /** Resolves once every server answers; rejects with an Error naming each one that does not. */
   async ready(): Promise<void> {
     const servers = this.#memcached.servers
@@ -146,8 +189,9 @@ export class MemcacheStore extends session.Store {
       result.status === 'rejected' ? [`${serverAddress(servers[i])} (${reasonOf(result.reason)})`] : [],
     )
     if (failures.length > 0) {
+      const refused = results.every((result) => result.status === 'fulfilled' || (result.reason as MemcacheStoreError).code === 'EAUTH')
       throw new MemcacheStoreError(
-        'ESERVERDOWN',
+        refused ? 'EAUTH' : 'ESERVERDOWN',
         'ready',
         `memcached is not ready: ${failures.length} of ${servers.length} server(s) did not answer: ${failures.join('; ')}`,
       )
@@ -161,6 +205,7 @@ export class MemcacheStore extends session.Store {
 
   /** Settles whatever is in flight with an error and closes the memjs client if the store created it. */
   async close(): Promise<void> {
+    this.#enumeration.close()
     this.#memcached.close()
   }
 
@@ -193,7 +238,7 @@ export class MemcacheStore extends session.Store {
    * disappeared meanwhile (a logout stays final). With `merge`, a CAS write; on a lost race, a
    * three-way merge with what is stored, then another CAS write.
    */
-  async #saveLoaded(key: string, subject: string, origin: Origin, text: string, encoded: Buffer, expiry: number): Promise<void> {
+  async #saveLoaded(key: string, subject: string, origin: Origin, encoded: Buffer, text: string, expiry: number): Promise<void> {
     const memcached = this.#memcached
     if (!this.#options.merge) {
       const replaced = await memcached.store('replace', key, encoded, { flags: 0, expiry }, subject)
@@ -223,7 +268,7 @@ export class MemcacheStore extends session.Store {
       }
       const current = await memcached.get(key, subject)
       if (current === undefined) return
-      const theirs = decodeSession(this.#options.serializer, current.value)
+      const theirs = this.#decode(current.value, key)
       if (theirs.ok && hasExpired(theirs.sess)) return
       const parse = (source: string) => this.#options.serializer.parse(source) as SessionObject
       const merged = theirs.ok ? mergeSessions(parse(origin.text), parse(text), theirs.sess as unknown as SessionObject) : parse(text)
@@ -232,6 +277,7 @@ export class MemcacheStore extends session.Store {
     }
   }
 
+  /** Serialized (and, with `secret`, encrypted) bytes to store, and the plain text: the base of a later merge. */
   #encode(sess: SessionData, key: string, subject: string): { value: Buffer; text: string } {
     let encoded: { text: string; value: Buffer }
     try {
@@ -239,7 +285,7 @@ export class MemcacheStore extends session.Store {
     } catch (err) {
       throw new MemcacheStoreError('ESERIALIZE', 'set', `${subject} could not be serialized: ${toError(err).message}`, { cause: err })
     }
-    const { text, value } = encoded
+    const value = this.#cipher ? this.#cipher.seal(encoded.value, key) : encoded.value
     const limit = this.#options.maxItemSize - Buffer.byteLength(key) - ITEM_OVERHEAD_BYTES
     if (value.length > limit) {
       throw new MemcacheStoreError(
@@ -249,7 +295,16 @@ export class MemcacheStore extends session.Store {
       )
     }
     // The text as it will read back from memcached (lone surrogates become U+FFFD in UTF-8).
-    return { value, text: text.isWellFormed() ? text : value.toString() }
+    return { value, text: encoded.text.isWellFormed() ? encoded.text : encoded.value.toString() }
+  }
+
+  /** Stored bytes back to a session and its plain text, decrypting first with `secret`; or why they are not one. */
+  #decode(value: Buffer, key: string): (Decoded & { ok: false }) | { ok: true; sess: SessionData; text: string } {
+    const opened = this.#cipher ? this.#cipher.open(value, key) : { ok: true as const, plain: value }
+    if (!opened.ok) return opened
+    const text = opened.plain.toString()
+    const decoded = decodeSession(this.#options.serializer, text)
+    return decoded.ok ? { ...decoded, text } : decoded
   }
 
   /** One store operation: key checks, the session's lock, the deadline, failOpen and the optional callback. */
@@ -325,10 +380,22 @@ function settle<T>(result: Promise<T>, callback: Callback<T> | undefined): Promi
   )
 }
 
-/** The cookie decides, to the millisecond: memcached's clock ticks in seconds and the TTL has a second of grace. */
+/**
+ * memcached keeps an item up to about two seconds past the cookie's expiry (its clock ticks in whole
+ * seconds and the store adds one); this is that window, with a second of margin.
+ */
+const MEMCACHED_GRACE_MS = 3000
+
+/**
+ * Expired by its cookie, to the millisecond, while memcached may still hold it. An item still there
+ * well after its stored cookie expired was extended by a TOUCH (which moves memcached's expiry
+ * without rewriting the stored cookie): memcached's expiry then decides.
+ */
 function hasExpired(sess: SessionData): boolean {
   const expiresAt = cookieExpiry(sess)
-  return expiresAt !== undefined && expiresAt <= Date.now()
+  if (expiresAt === undefined) return false
+  const overdueMs = Date.now() - expiresAt
+  return overdueMs >= 0 && overdueMs < MEMCACHED_GRACE_MS
 }
 
 /** A Session object built by express-session for this ID (a new one unless the store loaded it). */

@@ -140,7 +140,7 @@ describe('concurrent requests in one process', () => {
     )
     const stored = JSON.parse((await client.get(prefix + sid)).value?.toString() ?? '{}')
     assert.equal(stored.v, undefined, 'nothing of the failed save was written')
-    assert.ok(stored.other > 1, 'the other writer\'s last value is what is stored')
+    assert.ok(stored.other > 1, "the other writer's last value is what is stored")
     await store.close()
     client.close()
   })

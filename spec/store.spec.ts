@@ -159,6 +159,16 @@ describe('expiry', () => {
 })
 
 describe('touch', () => {
+  it("keeps a touched session readable after its stored cookie expired: memcached's extended expiry decides", async () => {
+    const store = stores.create()
+    const sid = randomId()
+    await store.set(sid, plainSession({ v: 1 }, 1_000))
+    await store.touch(sid, plainSession({ v: 1 }, 20_000))
+    await sleep(4_200)
+    assert.ok(await server.inspect(keyOf(store, sid)), 'memcached still holds it')
+    assert.equal(((await store.get(sid)) as unknown as { v: number } | null)?.v, 1)
+  })
+
   it('moves the expiry without rewriting the stored bytes', async () => {
     const store = stores.create()
     const sid = randomId()

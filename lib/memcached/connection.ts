@@ -135,8 +135,12 @@ export class Memcached {
     if (this.#ownsClient) this.client.close()
   }
 
+  // Not memjs's `server(key)`: that one skips to the next server while a server is marked down by
+  // memjs's `failover`, which would serve stale sessions when the server returns. A dead server's
+  // keys stay its own; the circuit breaker fails them fast meanwhile.
   #serverFor(key: string): MemjsServer | null {
-    return this.client.servers.length === 1 ? this.client.servers[0] : this.client.server(key)
+    const servers = this.client.servers
+    return servers.length === 1 ? servers[0] : (servers[this.client.getServer(key)] ?? null)
   }
 
   #send(
@@ -162,9 +166,12 @@ export class Memcached {
       if (admission === 'refuse') {
         const ago = Math.round(now - health.lastFailureAt)
         const wait = Math.max(0, Math.round(health.downUntil - now))
-        reject(
+        // Refused in a later turn of the event loop: a caller that retries on failure must not
+        // spin in microtasks and starve the timers and I/O that would let the server recover.
+        setImmediate(
+          reject,
           new MemcacheStoreError(
-            'ESERVERDOWN',
+            health.lastCode === 'EAUTH' ? 'EAUTH' : 'ESERVERDOWN',
             operation,
             `memcached ${operation} of ${subject} on ${address} not sent: the server failed ${ago} ms ago (${health.lastError}); next attempt in ${wait} ms`,
             { server: address },
@@ -219,8 +226,8 @@ export class Memcached {
     if (!pending) return
     const message = toError(cause).message
     const code: ErrorCode = /authentication/i.test(message) ? 'EAUTH' : /timed out/.test(message) ? 'ETIMEDOUT' : 'ECONNECTION'
-    const reason = code === 'EAUTH' ? 'SASL authentication failed (check the username and password)' : message
-    this.#markFailed(pending, reason)
+    const reason = code === 'EAUTH' ? authFailure(pending.server) : message
+    this.#markFailed(pending, reason, code)
     pending.reject(this.#error(code, pending, `${this.#where(pending)} failed: ${reason}`, cause))
   }
 
@@ -237,6 +244,14 @@ export class Memcached {
   #watch(server: MemjsServer, socket: Socket | undefined): void {
     if (!socket || this.#watchedSockets.has(socket)) return
     this.#watchedSockets.add(socket)
+    // memjs's own 'close' handler clears `_socket` and `connected` whatever socket they now hold: when
+    // a new connection was opened between an error and the old socket's 'close' (a readiness check
+    // right after a failure), it would orphan the new one and its requests would wait for the deadline.
+    let successor: { socket: Socket; connected: boolean } | undefined
+    socket.prependOnceListener('close', () => {
+      const current = server._socket
+      successor = current !== undefined && current !== socket ? { socket: current, connected: server.connected } : undefined
+    })
     // memjs does nothing for requests in flight when the server closes the connection (they would
     // hang forever), and leaves their deadlines behind to time out the next connection.
     socket.once('close', () => {
@@ -246,6 +261,11 @@ export class Memcached {
         orphans++
         this.#forgetCallbacks(server, seq)
         this.#fail(seq, item, 'ECONNCLOSED', `${this.#where(item)} failed: the server closed the connection before answering`)
+      }
+      if (successor !== undefined && server._socket === undefined && !successor.socket.destroyed) {
+        server._socket = successor.socket
+        server.connected = successor.connected
+        return
       }
       if (orphans > 0 && server._socket === undefined) server.requestTimeouts = []
     })
@@ -265,8 +285,8 @@ export class Memcached {
     return this.#pending.take(seq)
   }
 
-  #markFailed(pending: Pending, reason: string): void {
-    this.#healthOf(pending.server).failed(reason, performance.now(), pending.probe)
+  #markFailed(pending: Pending, reason: string, code?: ErrorCode): void {
+    this.#healthOf(pending.server).failed(reason, performance.now(), pending.probe, code)
   }
 
   #forgetCallbacks(server: MemjsServer, seq: number): void {
@@ -305,4 +325,11 @@ export class Memcached {
       server: address,
     })
   }
+}
+
+/** Why memcached refused: memjs reports every SASL refusal with one string, with or without credentials. */
+function authFailure(server: MemjsServer): string {
+  if (server.username && server.password)
+    return `SASL authentication failed for user ${JSON.stringify(server.username)} (check the username and password)`
+  return 'the server requires SASL authentication and no credentials are configured (options `username`/`password`, `user:pass@host:port` in `servers`, or MEMCACHE_USERNAME/MEMCACHE_PASSWORD)'
 }

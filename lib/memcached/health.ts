@@ -14,6 +14,8 @@ export class ServerHealth {
   downUntil = 0
   probing = false
   lastError = ''
+  /** Why the last request failed, as an error code: refusals during the back-off repeat it when it is EAUTH. */
+  lastCode = ''
   lastFailureAt = 0
 
   admit(now: number): Admission {
@@ -30,8 +32,9 @@ export class ServerHealth {
   }
 
   /** Records a connection-level failure; failures of one burst (while already down) count once. */
-  failed(reason: string, now: number, wasProbe: boolean): void {
+  failed(reason: string, now: number, wasProbe: boolean, code = ''): void {
     this.lastError = reason
+    this.lastCode = code
     this.lastFailureAt = now
     if (wasProbe) this.probing = false
     if (now < this.downUntil || (this.probing && !wasProbe)) return

@@ -15,12 +15,11 @@ export interface MemjsServer {
   username?: string
   password?: string
   wakeupAt?: number
-  /** True once the socket is connected (and authenticated): memjs then writes requests at once. */
-  connected: boolean
   responseCallbacks: Record<number, unknown>
   errorCallbacks: Record<number, unknown>
   requestTimeouts: number[]
   _socket?: Socket
+  connected: boolean
   onResponse(seq: number, fn: (response: MemjsResponse) => void): void
   onError(seq: number, fn: (err: unknown) => void): void
   write(request: Buffer): void
