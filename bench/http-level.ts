@@ -1,5 +1,6 @@
 // HTTP level: one app per store in its own child process, loaded in interleaved rounds.
 import { type ChildProcess, execFileSync, fork, spawn } from 'node:child_process'
+import { readFileSync } from 'node:fs'
 import { fileURLToPath } from 'node:url'
 import { freePort, sleep } from '../spec/harness/memcached.ts'
 import { LOAD_TOOL, type LoadResult, load } from './load.ts'
@@ -36,6 +37,8 @@ export interface HttpCell {
 /** One load run of one app: what the load tool saw, and the app's own CPU time per request. */
 export interface HttpSample extends LoadResult {
   cpuMicrosPerRequest: number
+  /** CPU time of the memcached or redis server per request (NaN when unknown, 0 for MemoryStore). */
+  serverCpuMicrosPerRequest: number
 }
 
 export interface HttpResults {
@@ -52,14 +55,26 @@ interface RunningApp {
   cookies: string[]
 }
 
+// Linux's USER_HZ, the unit of /proc/<pid>/stat times; 100 on every common architecture.
+const CLOCK_TICKS = 100
+
 const APP_FILE = fileURLToPath(new URL('./http-app.ts', import.meta.url))
 
-export async function runHttpLevel(servers: string, settings: HttpSettings, progress: (line: string) => void): Promise<HttpResults> {
+/**
+ * `memcachedPid`: the memcached the script started, whose CPU time per request is reported beside
+ * the app's (on a 2-core machine it competes with the app for the same cores).
+ */
+export async function runHttpLevel(
+  servers: string,
+  settings: HttpSettings,
+  progress: (line: string) => void,
+  memcachedPid?: number,
+): Promise<HttpResults> {
   const skipped: string[] = []
   const redis = await startRedis()
   if (!redis) skipped.push('connect-redis (no redis-server binary)')
-  // BENCH_APPS="this store,connect-memjs" limits the apps, for working on one comparison.
-  const only = process.env.BENCH_APPS?.split(',')
+  // BENCH_APPS="this store;connect-memjs" limits the apps, for working on one comparison.
+  const only = process.env.BENCH_APPS?.split(';')
   const names = APP_STORES.filter((name) => (name !== 'connect-redis' || redis) && (!only || only.includes(name)))
   const apps: RunningApp[] = []
   try {
@@ -73,11 +88,15 @@ export async function runHttpLevel(servers: string, settings: HttpSettings, prog
       const samples: Record<string, HttpSample[]> = {}
       for (let round = 0; round < settings.rounds; round++) {
         for (const app of rotation(apps, round)) {
+          const serverPid = app.name === 'connect-redis' ? redis?.child.pid : app.name === 'MemoryStore' ? undefined : memcachedPid
+          const serverBefore = processCpuMicros(serverPid)
           const cpuBefore = await askCpu(app.child)
           const url = `${app.url}/${route}`
           const loaded = await load({ url, cookies: app.cookies, connections: settings.connections, seconds: settings.seconds })
           const cpuMicros = (await askCpu(app.child)) - cpuBefore
-          const result = { ...loaded, cpuMicrosPerRequest: cpuMicros / (loaded.requestsPerSecond * settings.seconds) }
+          const requests = loaded.requestsPerSecond * settings.seconds
+          const serverMicros = processCpuMicros(serverPid) - serverBefore
+          const result = { ...loaded, cpuMicrosPerRequest: cpuMicros / requests, serverCpuMicrosPerRequest: serverMicros / requests }
           if (result.errors > 0) throw new Error(`${app.name} /${route}: ${result.errors} failed requests under load`)
           samples[app.name] = [...(samples[app.name] ?? []), result]
         }
@@ -116,6 +135,19 @@ async function startApp(name: AppStore, servers: string, redisUrl: string | unde
     cookies.push(cookie)
   }
   return { name, child, url, cookies }
+}
+
+/** User + system CPU time of a local process from /proc (Linux), in microseconds; 0 without a pid, NaN when unreadable. */
+function processCpuMicros(pid: number | undefined): number {
+  if (pid === undefined) return 0
+  try {
+    // Fields after the command name (which may contain spaces): utime and stime are the 12th and 13th.
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
+    return ((Number(fields[11]) + Number(fields[12])) * 1e6) / CLOCK_TICKS
+  } catch {
+    return Number.NaN
+  }
 }
 
 function askCpu(child: ChildProcess): Promise<number> {

@@ -16,7 +16,7 @@ const STORE_SETTINGS = quick
   : { sampleMs: 220, rounds: 3, targetRounds: 7, warmupMs: 500 }
 const HTTP_SETTINGS = quick
   ? { seconds: 1, warmupSeconds: 1, rounds: 1, connections: 32, cookies: 100 }
-  : { seconds: 3, warmupSeconds: 1, rounds: 3, connections: 32, cookies: 300 }
+  : { seconds: 2, warmupSeconds: 1, rounds: 5, connections: 32, cookies: 300 }
 
 async function main(): Promise<void> {
   const started = performance.now()
@@ -31,7 +31,9 @@ async function main(): Promise<void> {
     const part = process.env.BENCH_PART
     const store = part === 'http' ? [] : await runStoreLevel(servers, STORE_SETTINGS, progress)
     const http =
-      part === 'store' ? { tool: 'none', cells: [], peakRss: {}, skipped: [] } : await runHttpLevel(servers, HTTP_SETTINGS, progress)
+      part === 'store'
+        ? { tool: 'none', cells: [], peakRss: {}, skipped: [] }
+        : await runHttpLevel(servers, HTTP_SETTINGS, progress, memcached?.pid)
     const env = {
       date: new Date().toISOString().replace(/\.\d+Z$/, 'Z'),
       cpu: cpuModel(),
