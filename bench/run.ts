@@ -49,7 +49,8 @@ async function main(): Promise<void> {
     const report = buildReport(env, store, http)
     const results = fileURLToPath(new URL('./results/', import.meta.url))
     mkdirSync(results, { recursive: true })
-    const name = quick ? 'quick' : 'latest'
+    // Only a whole full run replaces latest.*: quick and partial runs have their own files.
+    const name = quick ? 'quick' : part ? 'partial' : 'latest'
     writeFileSync(`${results}${name}.md`, `${report.markdown}\n`)
     writeFileSync(
       `${results}${name}.svg`,
