@@ -1,8 +1,13 @@
 /** How many characters of a session ID may appear in a message; the rest is elided. */
 const SHOWN_ID_CHARS = 6
 
+const PRINTABLE_ASCII = /^[\x21-\x7e]*$/
+
 /** A session ID shortened for messages and logs: never the whole secret. */
 export function redactId(sid: string): string {
+  // Every store operation names its session: the usual ID (printable ASCII) takes the short way.
+  const asciiHead = sid.slice(0, SHOWN_ID_CHARS)
+  if (PRINTABLE_ASCII.test(asciiHead)) return sid.length > SHOWN_ID_CHARS ? `${asciiHead}…` : asciiHead
   const head = Array.from(sid).slice(0, SHOWN_ID_CHARS).join('')
   const safeHead = head.replace(/[\p{C}\s]/gu, '?')
   return sid.length > SHOWN_ID_CHARS ? `${safeHead}…` : safeHead
