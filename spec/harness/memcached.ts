@@ -2,7 +2,7 @@
 // readiness by a real round trip (never a fixed sleep), and stopped when the test process ends.
 // Tests also signal them: kill, freeze (SIGSTOP) and thaw, restart on the same port.
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process'
-import { existsSync } from 'node:fs'
+import { existsSync, readdirSync, readFileSync } from 'node:fs'
 import net from 'node:net'
 
 const INSTALL_HINT =
@@ -148,7 +148,11 @@ export class MemcachedServer {
 
   /** SIGSTOP: the process stops answering but its sockets stay open. */
   freeze(): void {
-    this.#child?.kill('SIGSTOP')
+    const child = this.#child
+    if (!child?.kill('SIGSTOP') || child.pid === undefined) return
+    // kill() only queues the signal: a memcached thread busy on another core can still answer a
+    // request sent right after it. Wait (on Linux) until every thread shows as stopped.
+    waitUntilStopped(child.pid)
   }
 
   /** SIGCONT after `freeze`. */
@@ -255,6 +259,25 @@ function rawCommand(port: number, request: string, complete: (data: Buffer) => B
       }
     })
   })
+}
+
+/** Blocks until every thread of `pid` is stopped (state T in /proc), for at most a second; returns at once without /proc. */
+function waitUntilStopped(pid: number): void {
+  const pause = new Int32Array(new SharedArrayBuffer(4))
+  const deadline = Date.now() + 1000
+  while (Date.now() < deadline) {
+    let states: string[]
+    try {
+      states = readdirSync(`/proc/${pid}/task`).map((tid) => {
+        const stat = readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8')
+        return stat.charAt(stat.lastIndexOf(')') + 2)
+      })
+    } catch {
+      return
+    }
+    if (states.every((state) => state === 'T' || state === 't')) return
+    Atomics.wait(pause, 0, 0, 1)
+  }
 }
 
 export function sleep(ms: number): Promise<void> {
