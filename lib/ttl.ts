@@ -45,7 +45,8 @@ export function cookieExpiry(sess: unknown): number | undefined {
   const cookie = (sess as { cookie?: { expires?: unknown } } | null | undefined)?.cookie
   const expires = cookie?.expires
   if (expires instanceof Date) return validTime(expires.getTime())
-  if (typeof expires === 'string' || typeof expires === 'number') return validTime(new Date(expires).getTime())
+  if (typeof expires === 'string') return validTime(Date.parse(expires))
+  if (typeof expires === 'number') return validTime(new Date(expires).getTime())
   return undefined
 }
 

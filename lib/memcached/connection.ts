@@ -159,7 +159,6 @@ export class Memcached {
         reject(new MemcacheStoreError('ESERVERDOWN', operation, `memcached ${operation} of ${subject} failed: no server available`))
         return
       }
-      const address = serverAddress(server)
       const health = this.#healthOf(server)
       const now = performance.now()
       const admission = ignoreBackoff ? 'go' : health.admit(now)
@@ -173,8 +172,8 @@ export class Memcached {
           new MemcacheStoreError(
             health.lastCode === 'EAUTH' ? 'EAUTH' : 'ESERVERDOWN',
             operation,
-            `memcached ${operation} of ${subject} on ${address} not sent: the server failed ${ago} ms ago (${health.lastError}); next attempt in ${wait} ms`,
-            { server: address },
+            `memcached ${operation} of ${subject} on ${serverAddress(server)} not sent: the server failed ${ago} ms ago (${health.lastError}); next attempt in ${wait} ms`,
+            { server: serverAddress(server) },
           ),
         )
         return
@@ -192,20 +191,30 @@ export class Memcached {
       }
       const pending: Pending = { server, socket: undefined, operation, subject, probe: admission === 'probe', resolve, reject }
       this.#pending.add(seq, pending)
-      server.onResponse(seq, (response) => this.#respond(seq, response))
+      server.onResponse(seq, this.#onResponse)
       server.onError(seq, (err) => this.#connectionError(seq, err))
       try {
         // A connected socket is written to at once by memjs: batch it with this turn's other requests.
         if (server.connected && server._socket) this.#writes.hold(server._socket)
         server.write(request)
       } catch (err) {
-        this.#fail(seq, pending, 'ECONNECTION', `memcached ${operation} of ${subject} on ${address} failed: ${toError(err).message}`, err)
+        this.#fail(
+          seq,
+          pending,
+          'ECONNECTION',
+          `memcached ${operation} of ${subject} on ${serverAddress(server)} failed: ${toError(err).message}`,
+          err,
+        )
         return
       }
       pending.socket = server._socket
       this.#watch(server, server._socket)
     })
   }
+
+  // One handler for every request: memjs calls the callback registered under a response's opaque
+  // (the request's seq), so the seq is read back from there instead of a closure per request.
+  #onResponse = (response: MemjsResponse): void => this.#respond(response.header.opaque, response)
 
   #respond(seq: number, response: MemjsResponse): void {
     const pending = this.#take(seq)
