@@ -13,7 +13,7 @@ import { runStoreLevel } from './store-level.ts'
 const quick = process.env.BENCH_QUICK === '1'
 const STORE_SETTINGS = quick
   ? { sampleMs: 60, rounds: 2, targetRounds: 3, warmupMs: 100 }
-  : { sampleMs: 220, rounds: 3, targetRounds: 7, warmupMs: 500 }
+  : { sampleMs: 200, rounds: 3, targetRounds: 11, warmupMs: 500 }
 const HTTP_SETTINGS = quick
   ? { seconds: 1, warmupSeconds: 1, rounds: 1, connections: 32, cookies: 100 }
   : { seconds: 2, warmupSeconds: 1, rounds: 5, connections: 32, cookies: 300 }
