@@ -9,14 +9,14 @@ const ROW = 22
 const GROUP_GAP = 34
 const PLOT_WIDTH = WIDTH - LABEL_WIDTH - 70
 
-export function ratioChart(ratios: readonly Ratio[], title: string): string {
+export function ratioChart(ratios: readonly Ratio[], title: string, subtitle: string): string {
   const groups = new Map<string, Ratio[]>()
   for (const ratio of ratios) groups.set(ratio.group, [...(groups.get(ratio.group) ?? []), ratio])
   const finite = ratios.flatMap((r) => [r.ratio.max, r.target ?? 0]).filter(Number.isFinite)
   const top = Math.max(2, Math.ceil(Math.max(...finite) * 2) / 2)
   const x = (value: number) => LABEL_WIDTH + (Math.max(0, value) / top) * PLOT_WIDTH
   const parts: string[] = []
-  let y = 40
+  let y = 56
   for (const [group, rows] of groups) {
     y += GROUP_GAP - 10
     parts.push(`<text x="10" y="${y}" class="group">${escapeXml(group)}</text>`)
@@ -45,7 +45,7 @@ export function ratioChart(ratios: readonly Ratio[], title: string): string {
   const height = y + 30
   const axis: string[] = []
   for (let tick = 0; tick <= top + 1e-9; tick += 0.5) {
-    axis.push(`<line x1="${x(tick)}" x2="${x(tick)}" y1="40" y2="${height - 24}" class="${tick === 1 ? 'one' : 'grid'}"/>`)
+    axis.push(`<line x1="${x(tick)}" x2="${x(tick)}" y1="56" y2="${height - 24}" class="${tick === 1 ? 'one' : 'grid'}"/>`)
     axis.push(`<text x="${x(tick)}" y="${height - 8}" class="tick">${tick.toFixed(1)}</text>`)
   }
   return `<svg xmlns="http://www.w3.org/2000/svg" width="${WIDTH}" height="${height}" viewBox="0 0 ${WIDTH} ${height}" font-family="system-ui, sans-serif" font-size="12">
@@ -53,10 +53,11 @@ export function ratioChart(ratios: readonly Ratio[], title: string): string {
 .group { font-weight: 600; fill: #222 } .label { text-anchor: end; fill: #333 } .value { fill: #333 }
 .bar { fill: #3b7dd8 } .bar.short { fill: #d8553b } .whisker { stroke: #111; stroke-width: 1.5 }
 .target { stroke: #111; stroke-width: 2 } .grid { stroke: #ddd } .one { stroke: #888; stroke-dasharray: 4 3 }
-.tick { text-anchor: middle; fill: #555 } .title { font-size: 14px; font-weight: 700 }
+.tick { text-anchor: middle; fill: #555 } .title { font-size: 14px; font-weight: 700 } .subtitle { fill: #555 }
 </style>
 <rect width="100%" height="100%" fill="#fff"/>
 <text x="10" y="22" class="title">${escapeXml(title)}</text>
+<text x="10" y="40" class="subtitle">${escapeXml(subtitle)}</text>
 ${axis.join('\n')}
 ${parts.join('\n')}
 </svg>

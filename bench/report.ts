@@ -138,6 +138,22 @@ function collectRatios(store: StoreCell[], http: HttpResults): Ratio[] {
       })
     }
   }
+  const write = http.cells.find((c) => c.route === 'write')
+  const memjsWrite = write?.samples['connect-memjs']?.map((r) => r.requestsPerSecond) ?? []
+  for (const [name, results] of Object.entries(write?.samples ?? {})) {
+    if (name === 'connect-memjs' || memjsWrite.length === 0) continue
+    ratios.push({
+      group: "HTTP /write: requests per second / connect-memjs's",
+      label: name,
+      ratio: summarize(
+        pairedRatios(
+          results.map((r) => r.requestsPerSecond),
+          memjsWrite,
+        ),
+      ),
+      target: name === OURS ? 1.15 : undefined,
+    })
+  }
   for (const cell of http.cells) {
     const memory = cell.samples.MemoryStore?.map((r) => r.requestsPerSecond) ?? []
     for (const [name, results] of Object.entries(cell.samples)) {

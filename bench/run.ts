@@ -54,7 +54,11 @@ async function main(): Promise<void> {
     writeFileSync(`${results}${name}.md`, `${report.markdown}\n`)
     writeFileSync(
       `${results}${name}.svg`,
-      ratioChart(report.ratios, `express-session-memcache: ratios (median, min–max whisker, black tick = target), ${env.date}`),
+      ratioChart(
+        report.ratios,
+        'express-session-memcache: ratios, median of interleaved rounds',
+        `whisker: min–max; black tick: target; ${env.mode} run, ${env.date}, ${env.cpu} (${env.cores} cores)`,
+      ),
     )
     console.log(report.markdown)
     console.error(`written: bench/results/${name}.md, bench/results/${name}.svg`)
