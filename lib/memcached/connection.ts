@@ -194,8 +194,9 @@ export class Memcached {
       server.onResponse(seq, this.#onResponse)
       server.onError(seq, (err) => this.#connectionError(seq, err))
       try {
-        // A connected socket is written to at once by memjs: batch it with this turn's other requests.
-        if (server.connected && server._socket) this.#writes.hold(server._socket)
+        // A connected socket is written to at once by memjs: batch it with this turn's other requests,
+        // unless this is the only request in flight (a lone request gains nothing from waiting).
+        if (this.#pending.size > 1 && server.connected && server._socket) this.#writes.hold(server._socket)
         server.write(request)
       } catch (err) {
         this.#fail(
