@@ -3,27 +3,21 @@
 // outcome and leave every other session intact. Random cases come from a seeded generator: a failure
 // names its seed and index so it can be reproduced.
 import assert from 'node:assert/strict'
-import { after, before, describe, it } from 'node:test'
+import { after, describe, it } from 'node:test'
 import memjs from 'memjs'
 import request from 'supertest'
 import type { MemcacheStore, MemcacheStoreError } from '../lib/index.ts'
 import { testApp } from './harness/app.ts'
 import { seededRandom } from './harness/faults.ts'
-import { MemcachedServer } from './harness/memcached.ts'
-import { plainSession, randomId, StoreFactory } from './harness/stores.ts'
+import { plainSession, randomId, useMemcached } from './harness/stores.ts'
 
 const SEED = 20261125
-let server: MemcachedServer
-const stores = new StoreFactory(() => server)
+const file = useMemcached()
+const { stores } = file
 let tried = 0
 
-before(async () => {
-  server = await MemcachedServer.start()
-})
-after(async () => {
+after(() => {
   console.log(`\nBad-input cases tried: ${tried} (seed ${SEED})`)
-  await stores.closeAll()
-  await server.stop()
 })
 
 function randomString(random: () => number, maxLength: number): string {
@@ -136,7 +130,7 @@ describe('stored values that are not sessions', () => {
     const lines: string[] = []
     const store = stores.create({ logger: { warn: (line) => lines.push(line) } })
     const guardId = await guard(store)
-    const client = memjs.Client.create(server.address, { logger: { log() {} } })
+    const client = memjs.Client.create(file.server.address, { logger: { log() {} } })
     const random = seededRandom(SEED + 2)
     const full = JSON.stringify(plainSession({ user: 'ada' }))
     const values: Array<string | Buffer> = [

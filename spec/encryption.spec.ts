@@ -1,25 +1,23 @@
 import assert from 'node:assert/strict'
-import { after, before, describe, it } from 'node:test'
+import { after, describe, it } from 'node:test'
 import express from 'express'
 import session from 'express-session'
 import memjs from 'memjs'
 import request from 'supertest'
 import { MemcacheStore } from '../lib/index.ts'
-import { MemcachedServer } from './harness/memcached.ts'
-import { loadSession, newSession, plainSession, randomId, StoreFactory, uniquePrefix } from './harness/stores.ts'
+import { loadSession, newSession, plainSession, randomId, uniquePrefix, useMemcached } from './harness/stores.ts'
 
-let server: MemcachedServer
-let raw: memjs.Client
-const stores = new StoreFactory(() => server)
+const file = useMemcached()
+const { stores } = file
+let rawClient: memjs.Client | undefined
 
-before(async () => {
-  server = await MemcachedServer.start()
-  raw = memjs.Client.create(server.address, { logger: { log() {} } })
-})
-after(async () => {
-  raw.close()
-  await stores.closeAll()
-  await server.stop()
+/** A memjs client of the test's own, to read and write the raw bytes in memcached. */
+function raw(): memjs.Client {
+  rawClient ??= memjs.Client.create(file.server.address, { logger: { log() {} } })
+  return rawClient
+}
+after(() => {
+  rawClient?.close()
 })
 
 /** A logger that keeps what the store reports. */
@@ -29,7 +27,7 @@ function recorder(): { warn(message: string): void; lines: string[] } {
 }
 
 async function rawValue(key: string): Promise<Buffer> {
-  const { value } = await raw.get(key)
+  const { value } = await raw().get(key)
   assert.ok(value, `memcached holds ${key}`)
   return value
 }
@@ -79,7 +77,7 @@ describe('encryption at rest', () => {
       const store = stores.create({ secret: 's3cret', logger: log })
       const sid = randomId()
       await store.set(sid, plainSession({ user: 'ada' }))
-      await raw.set(store.prefix + sid, spoil(await rawValue(store.prefix + sid)), { expires: 0 })
+      await raw().set(store.prefix + sid, spoil(await rawValue(store.prefix + sid)), { expires: 0 })
       assert.equal(await store.get(sid), null)
       assert.equal(log.lines.length, 1)
       assert.match(log.lines[0], /is not a session/)
@@ -118,7 +116,7 @@ describe('encryption at rest', () => {
     const victim = randomId()
     const attacker = randomId()
     await store.set(victim, plainSession({ user: 'admin' }))
-    await raw.set(store.prefix + attacker, await rawValue(store.prefix + victim), { expires: 0 })
+    await raw().set(store.prefix + attacker, await rawValue(store.prefix + victim), { expires: 0 })
     assert.equal(await store.get(attacker), null)
     assert.ok(await store.get(victim))
   })
@@ -182,7 +180,7 @@ describe('encryption at rest', () => {
     // Fits in plain text, but not once the version byte, IV and tag are added.
     const limit = 2048 - Buffer.byteLength(store.prefix + sid) - 64
     const base = JSON.stringify(plainSession({ pad: '' })).length
-    const plain = new MemcacheStore({ servers: server.address, prefix: store.prefix, logger: false, maxItemSize: 2048 })
+    const plain = new MemcacheStore({ servers: file.server.address, prefix: store.prefix, logger: false, maxItemSize: 2048 })
     try {
       const sess = plainSession({ pad: 'x'.repeat(limit - base - 10) })
       await plain.set(sid, sess)
@@ -221,7 +219,7 @@ describe('encryption at rest', () => {
   it('rejects a bad secret option without ever quoting a secret', () => {
     for (const secret of ['', [], ['good-secret-value', 5], ['good-secret-value', ''], 42, null]) {
       assert.throws(
-        () => new MemcacheStore({ servers: server.address, secret: secret as never }),
+        () => new MemcacheStore({ servers: file.server.address, secret: secret as never }),
         (err: Error) => err instanceof TypeError && /`secret`/.test(err.message) && !err.message.includes('good-secret-value'),
       )
     }

@@ -1,21 +1,13 @@
 import assert from 'node:assert/strict'
-import { after, before, describe, it } from 'node:test'
+import { describe, it } from 'node:test'
 import request from 'supertest'
 import type { MemcacheStore } from '../lib/index.ts'
 import { testApp } from './harness/app.ts'
-import { MemcachedServer, sleep } from './harness/memcached.ts'
-import { StoreFactory } from './harness/stores.ts'
+import { sleep } from './harness/memcached.ts'
+import { useMemcached } from './harness/stores.ts'
 
-let server: MemcachedServer
-const stores = new StoreFactory(() => server)
-
-before(async () => {
-  server = await MemcachedServer.start()
-})
-after(async () => {
-  await stores.closeAll()
-  await server.stop()
-})
+const file = useMemcached()
+const { stores } = file
 
 function cookieOf(res: request.Response): string | undefined {
   const header = res.headers['set-cookie'] as unknown as string[] | undefined
@@ -31,7 +23,7 @@ async function waitFor(condition: () => boolean, ms = 2000): Promise<void> {
 }
 
 async function stored(store: MemcacheStore, sid: string) {
-  return server.inspect(store.prefix + sid)
+  return file.server.inspect(store.prefix + sid)
 }
 
 describe('express + express-session end to end', () => {

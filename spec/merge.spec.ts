@@ -2,7 +2,7 @@ import assert from 'node:assert/strict'
 import { type ChildProcess, spawn } from 'node:child_process'
 import { once } from 'node:events'
 import { dirname, join } from 'node:path'
-import { after, before, describe, it } from 'node:test'
+import { describe, it } from 'node:test'
 import { fileURLToPath } from 'node:url'
 import type { SessionData } from 'express-session'
 import memjs from 'memjs'
@@ -10,19 +10,10 @@ import request from 'supertest'
 import { MemcacheStore, type MemcacheStoreError } from '../lib/index.ts'
 import { mergeSessions } from '../lib/merge.ts'
 import { testApp } from './harness/app.ts'
-import { MemcachedServer } from './harness/memcached.ts'
-import { loadSession, plainSession, randomId, StoreFactory, uniquePrefix } from './harness/stores.ts'
+import { loadSession, plainSession, randomId, uniquePrefix, useMemcached } from './harness/stores.ts'
 
-let server: MemcachedServer
-const stores = new StoreFactory(() => server)
-
-before(async () => {
-  server = await MemcachedServer.start()
-})
-after(async () => {
-  await stores.closeAll()
-  await server.stop()
-})
+const file = useMemcached()
+const { stores } = file
 
 describe('three-way merge of top-level fields', () => {
   const cookie = { originalMaxAge: 1000 }
@@ -47,60 +38,39 @@ describe('three-way merge of top-level fields', () => {
   })
 })
 
+/**
+ * One session, two requests that load it at the same time: the slow one saves 250 ms later than
+ * the fast one. Resolves to what memcached holds afterwards.
+ */
+async function overlappingSaves(
+  store: MemcacheStore,
+  initial: Record<string, unknown>,
+  slow: Record<string, unknown>,
+  fast: Record<string, unknown>,
+): Promise<Record<string, unknown>> {
+  const agent = request.agent(testApp(store))
+  const { body } = await agent.post('/set').send(initial).expect(200)
+  await Promise.all([
+    agent.post('/set-slowly').send({ fields: slow, delayMs: 250 }).expect(200),
+    agent.post('/set-slowly').send({ fields: fast, delayMs: 20 }).expect(200),
+  ])
+  return JSON.parse((await file.server.inspect(store.prefix + body.id))?.value.toString() ?? '{}')
+}
+
 describe('concurrent requests in one process', () => {
   it('two overlapping requests changing different fields: both changes survive', async () => {
-    const store = stores.create()
-    const agent = request.agent(testApp(store))
-    await agent.post('/set').send({ start: true }).expect(200)
-    await Promise.all([
-      agent
-        .post('/set-slowly')
-        .send({ fields: { a: 'from slow' }, delayMs: 250 })
-        .expect(200),
-      agent
-        .post('/set-slowly')
-        .send({ fields: { b: 'from fast' }, delayMs: 20 })
-        .expect(200),
-    ])
-    const read = await agent.get('/read').expect(200)
-    const stored = JSON.parse((await server.inspect(store.prefix + read.body.id))?.value.toString() ?? '{}')
+    const stored = await overlappingSaves(stores.create(), { start: true }, { a: 'from slow' }, { b: 'from fast' })
     assert.equal(stored.a, 'from slow')
     assert.equal(stored.b, 'from fast')
   })
 
   it('the same field changed by both: the later save wins', async () => {
-    const store = stores.create()
-    const agent = request.agent(testApp(store))
-    const { body } = await agent.post('/set').send({ x: 'initial' }).expect(200)
-    await Promise.all([
-      agent
-        .post('/set-slowly')
-        .send({ fields: { x: 'later' }, delayMs: 250 })
-        .expect(200),
-      agent
-        .post('/set-slowly')
-        .send({ fields: { x: 'earlier' }, delayMs: 20 })
-        .expect(200),
-    ])
-    const stored = JSON.parse((await server.inspect(store.prefix + body.id))?.value.toString() ?? '{}')
+    const stored = await overlappingSaves(stores.create(), { x: 'initial' }, { x: 'later' }, { x: 'earlier' })
     assert.equal(stored.x, 'later')
   })
 
   it("with merge: false, the later save erases the other's change (MemoryStore's semantics)", async () => {
-    const store = stores.create({ merge: false })
-    const agent = request.agent(testApp(store))
-    const { body } = await agent.post('/set').send({ start: true }).expect(200)
-    await Promise.all([
-      agent
-        .post('/set-slowly')
-        .send({ fields: { a: 'from slow' }, delayMs: 250 })
-        .expect(200),
-      agent
-        .post('/set-slowly')
-        .send({ fields: { b: 'from fast' }, delayMs: 20 })
-        .expect(200),
-    ])
-    const stored = JSON.parse((await server.inspect(store.prefix + body.id))?.value.toString() ?? '{}')
+    const stored = await overlappingSaves(stores.create({ merge: false }), { start: true }, { a: 'from slow' }, { b: 'from fast' })
     assert.equal(stored.a, 'from slow')
     assert.equal(stored.b, undefined, "the fast request's change was lost")
   })
@@ -112,12 +82,12 @@ describe('concurrent requests in one process', () => {
     const loaded = await loadSession(store, sid)
     assert.deepEqual(Object.keys(loaded ?? {}).sort(), ['cookie', 'v'])
     await store.set(sid, loaded as unknown as SessionData)
-    const stored = JSON.parse((await server.inspect(store.prefix + sid))?.value.toString() ?? '{}')
+    const stored = JSON.parse((await file.server.inspect(store.prefix + sid))?.value.toString() ?? '{}')
     assert.deepEqual(Object.keys(stored).sort(), ['cookie', 'v'])
   })
 
   it("gives up with an error after a bounded number of lost races, leaving the other writer's value", async () => {
-    const client = memjs.Client.create(server.address, { logger: { log() {} } })
+    const client = memjs.Client.create(file.server.address, { logger: { log() {} } })
     const prefix = uniquePrefix()
     const sid = randomId()
     let stringified = 0
@@ -151,7 +121,7 @@ describe('concurrent requests across processes', () => {
 
   async function startApp(prefix: string, merge: boolean): Promise<{ child: ChildProcess; url: string }> {
     const child = spawn(process.execPath, ['--import', 'tsx', counterApp], {
-      env: { ...process.env, MEMCACHE_SERVERS: server.address, PREFIX: prefix, MERGE: String(merge) },
+      env: { ...process.env, MEMCACHE_SERVERS: file.server.address, PREFIX: prefix, MERGE: String(merge) },
       stdio: ['ignore', 'pipe', 'inherit'],
     })
     const [line] = (await once(child.stdout!, 'data')) as [Buffer]

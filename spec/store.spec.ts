@@ -1,20 +1,12 @@
 import assert from 'node:assert/strict'
-import { after, before, describe, it } from 'node:test'
+import { describe, it } from 'node:test'
 import memjs from 'memjs'
 import { MemcacheStore, MemcacheStoreError } from '../lib/index.ts'
 import { freePort, MemcachedServer, sleep } from './harness/memcached.ts'
-import { loadSession, newSession, plainSession, randomId, StoreFactory } from './harness/stores.ts'
+import { loadSession, newSession, plainSession, randomId, useMemcached } from './harness/stores.ts'
 
-let server: MemcachedServer
-const stores = new StoreFactory(() => server)
-
-before(async () => {
-  server = await MemcachedServer.start()
-})
-after(async () => {
-  await stores.closeAll()
-  await server.stop()
-})
+const file = useMemcached()
+const { stores } = file
 
 function keyOf(store: MemcacheStore, sid: string): string {
   return store.prefix + sid
@@ -30,7 +22,7 @@ describe('get, set, destroy', () => {
     assert.deepEqual((sess as unknown as Record<string, unknown>).cart, [1, 2])
     await store.destroy(sid)
     assert.equal(await store.get(sid), null)
-    assert.equal(await server.inspect(keyOf(store, sid)), undefined)
+    assert.equal(await file.server.inspect(keyOf(store, sid)), undefined)
   })
 
   it('round-trips a session with express-session callbacks', async () => {
@@ -66,7 +58,7 @@ describe('get, set, destroy', () => {
     const b = stores.create({ prefix: 'appB:' })
     const sid = randomId()
     await a.set(sid, plainSession({ app: 'a' }))
-    assert.ok(await server.inspect(`appA:${sid}`))
+    assert.ok(await file.server.inspect(`appA:${sid}`))
     assert.equal(await b.get(sid), null)
     await b.destroy(sid)
     assert.ok(await a.get(sid))
@@ -86,7 +78,7 @@ describe('expiry', () => {
     const store = stores.create()
     const sid = randomId()
     await store.set(sid, plainSession({}, 60_000))
-    const item = await server.inspect(keyOf(store, sid))
+    const item = await file.server.inspect(keyOf(store, sid))
     assert.ok(item && item.ttl >= 60 && item.ttl <= 61, `ttl ${item?.ttl}`)
   })
 
@@ -94,7 +86,7 @@ describe('expiry', () => {
     const store = stores.create()
     const sid = randomId()
     await store.set(sid, plainSession({}, 1_200))
-    const item = await server.inspect(keyOf(store, sid))
+    const item = await file.server.inspect(keyOf(store, sid))
     assert.ok(item && item.ttl >= 2 && item.ttl <= 3, `ttl ${item?.ttl}`)
   })
 
@@ -102,19 +94,19 @@ describe('expiry', () => {
     const store = stores.create({ ttl: 120 })
     const sid = randomId()
     await store.set(sid, plainSession({}, null))
-    const item = await server.inspect(keyOf(store, sid))
+    const item = await file.server.inspect(keyOf(store, sid))
     assert.ok(item && item.ttl >= 120 && item.ttl <= 121, `ttl ${item?.ttl}`)
 
     const forever = stores.create({ ttl: 0 })
     await forever.set(sid, plainSession({}, null))
-    assert.equal((await server.inspect(keyOf(forever, sid)))?.ttl, -1)
+    assert.equal((await file.server.inspect(keyOf(forever, sid)))?.ttl, -1)
   })
 
   it('uses the ttl function for every session when given', async () => {
     const store = stores.create({ ttl: (sess) => ((sess as unknown as { admin?: boolean }).admin ? 30 : 300) })
     const sid = randomId()
     await store.set(sid, plainSession({ admin: true }, 60_000))
-    const item = await server.inspect(keyOf(store, sid))
+    const item = await file.server.inspect(keyOf(store, sid))
     assert.ok(item && item.ttl >= 30 && item.ttl <= 31, `ttl ${item?.ttl}`)
   })
 
@@ -122,7 +114,7 @@ describe('expiry', () => {
     const store = stores.create({ ttl: () => 'soon' as unknown as number })
     const sid = randomId()
     await assert.rejects(store.set(sid, plainSession()), /`ttl` function to return a number/)
-    assert.equal(await server.inspect(keyOf(store, sid)), undefined)
+    assert.equal(await file.server.inspect(keyOf(store, sid)), undefined)
   })
 
   it('keeps a 31-day cookie: sent as an absolute Unix time, still there after 2 s', async () => {
@@ -130,10 +122,10 @@ describe('expiry', () => {
     const sid = randomId()
     const days31 = 31 * 24 * 3600 * 1000
     await store.set(sid, plainSession({ long: true }, days31))
-    const item = await server.inspect(keyOf(store, sid))
+    const item = await file.server.inspect(keyOf(store, sid))
     assert.ok(item && Math.abs(item.ttl - days31 / 1000) <= 2, `ttl ${item?.ttl}`)
     await sleep(2000)
-    assert.ok(await server.inspect(keyOf(store, sid)))
+    assert.ok(await file.server.inspect(keyOf(store, sid)))
     assert.ok(await store.get(sid))
   })
 
@@ -144,7 +136,7 @@ describe('expiry', () => {
     const expired = plainSession({ v: 2 }, 60_000) as unknown as { cookie: { expires: string } }
     expired.cookie.expires = new Date(Date.now() - 1000).toISOString()
     await store.set(sid, expired as never)
-    assert.equal(await server.inspect(keyOf(store, sid)), undefined)
+    assert.equal(await file.server.inspect(keyOf(store, sid)), undefined)
   })
 
   it('yields no session once the cookie has expired, even while memcached still holds it', async () => {
@@ -154,7 +146,7 @@ describe('expiry', () => {
     assert.ok(await store.get(sid))
     await sleep(350)
     assert.equal(await store.get(sid), null)
-    assert.ok(await server.inspect(keyOf(store, sid)), 'memcached still holds it (one second of grace)')
+    assert.ok(await file.server.inspect(keyOf(store, sid)), 'memcached still holds it (one second of grace)')
   })
 })
 
@@ -165,7 +157,7 @@ describe('touch', () => {
     await store.set(sid, plainSession({ v: 1 }, 1_000))
     await store.touch(sid, plainSession({ v: 1 }, 20_000))
     await sleep(4_200)
-    assert.ok(await server.inspect(keyOf(store, sid)), 'memcached still holds it')
+    assert.ok(await file.server.inspect(keyOf(store, sid)), 'memcached still holds it')
     assert.equal(((await store.get(sid)) as unknown as { v: number } | null)?.v, 1)
   })
 
@@ -173,10 +165,10 @@ describe('touch', () => {
     const store = stores.create()
     const sid = randomId()
     await store.set(sid, plainSession({ v: 1 }, 10_000))
-    const before = await server.inspect(keyOf(store, sid))
+    const before = await file.server.inspect(keyOf(store, sid))
     assert.ok(before && before.ttl <= 11)
     await store.touch(sid, plainSession({ v: 'not written' }, 100_000))
-    const after = await server.inspect(keyOf(store, sid))
+    const after = await file.server.inspect(keyOf(store, sid))
     assert.ok(after && after.ttl >= 100 && after.ttl <= 101, `ttl ${after?.ttl}`)
     assert.deepEqual(after.value, before.value)
   })
@@ -188,14 +180,14 @@ describe('touch', () => {
     const expired = plainSession({}, 10_000) as unknown as { cookie: { expires: string } }
     expired.cookie.expires = new Date(Date.now() - 1).toISOString()
     await store.touch(sid, expired as never)
-    assert.ok(((await server.inspect(keyOf(store, sid)))?.ttl ?? 0) <= 11)
+    assert.ok(((await file.server.inspect(keyOf(store, sid)))?.ttl ?? 0) <= 11)
 
     await store.touch(randomId(), plainSession())
 
     const untouchable = stores.create({ disableTouch: true })
     await untouchable.set(sid, plainSession({}, 10_000))
     await untouchable.touch(sid, plainSession({}, 100_000))
-    assert.ok(((await server.inspect(keyOf(untouchable, sid)))?.ttl ?? 99) <= 11)
+    assert.ok(((await file.server.inspect(keyOf(untouchable, sid)))?.ttl ?? 99) <= 11)
   })
 })
 
@@ -210,7 +202,7 @@ describe('collision-checked new sessions', () => {
       assert.ok(!err.message.includes(sid), 'the message must not contain the whole session ID')
       return true
     })
-    assert.equal(await server.inspect(keyOf(store, sid)), undefined, 'neither holder can read the other')
+    assert.equal(await file.server.inspect(keyOf(store, sid)), undefined, 'neither holder can read the other')
   })
 
   it('a new session saved twice in one request is not a collision', async () => {
@@ -232,7 +224,7 @@ describe('collision-checked new sessions', () => {
     await store.destroy(sid) // a logout in a concurrent request
     loaded.cart = ['late change']
     await store.set(sid, loaded)
-    assert.equal(await server.inspect(keyOf(store, sid)), undefined)
+    assert.equal(await file.server.inspect(keyOf(store, sid)), undefined)
   })
 })
 
@@ -309,7 +301,7 @@ describe('unreadable stored values', () => {
       const lines: string[] = []
       const store = stores.create({ logger: { warn: (line) => lines.push(line) } })
       const sid = randomId()
-      const client = memjs.Client.create(server.address, { logger: { log() {} } })
+      const client = memjs.Client.create(file.server.address, { logger: { log() {} } })
       await client.set(keyOf(store, sid), raw as string, { expires: 60 })
       client.close()
       assert.equal(await store.get(sid), null)
@@ -327,11 +319,11 @@ describe('ready and close', () => {
 
   it('ready() rejects naming each unreachable server', async () => {
     const [deadA, deadB] = [await freePort(), await freePort()]
-    const store = new MemcacheStore({ servers: [`127.0.0.1:${deadA}`, server.address, `127.0.0.1:${deadB}`], logger: false })
+    const store = new MemcacheStore({ servers: [`127.0.0.1:${deadA}`, file.server.address, `127.0.0.1:${deadB}`], logger: false })
     await assert.rejects(store.ready(), (err: Error) => {
       assert.match(err.message, new RegExp(`127\\.0\\.0\\.1:${deadA} \\(.*ECONNREFUSED`))
       assert.match(err.message, new RegExp(`127\\.0\\.0\\.1:${deadB}`))
-      assert.ok(!err.message.includes(server.address), 'the reachable server is not named')
+      assert.ok(!err.message.includes(file.server.address), 'the reachable server is not named')
       assert.match(err.message, /2 of 3/)
       return true
     })
@@ -346,7 +338,7 @@ describe('ready and close', () => {
   })
 
   it('never closes a client it was given', async () => {
-    const client = memjs.Client.create(server.address, { logger: { log() {} } })
+    const client = memjs.Client.create(file.server.address, { logger: { log() {} } })
     const store = new MemcacheStore({ client, prefix: 'given:', logger: false })
     await store.set('a', plainSession())
     await store.close()

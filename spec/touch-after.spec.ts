@@ -1,20 +1,12 @@
 import assert from 'node:assert/strict'
-import { after, before, describe, it } from 'node:test'
+import { describe, it } from 'node:test'
 import { MemcacheStore } from '../lib/index.ts'
 import { RecentTouches } from '../lib/recent-touches.ts'
-import { MemcachedServer, sleep } from './harness/memcached.ts'
-import { plainSession, randomId, StoreFactory } from './harness/stores.ts'
+import { sleep } from './harness/memcached.ts'
+import { plainSession, randomId, useMemcached } from './harness/stores.ts'
 
-let server: MemcachedServer
-const stores = new StoreFactory(() => server)
-
-before(async () => {
-  server = await MemcachedServer.start()
-})
-after(async () => {
-  await stores.closeAll()
-  await server.stop()
-})
+const file = useMemcached()
+const { stores } = file
 
 const TEN_SECONDS = 10_000
 const ONE_HOUR = 3_600_000
@@ -25,7 +17,7 @@ async function ttlAfterTwoTouches(store: MemcacheStore, sid: string, between: ()
   await store.touch(sid, plainSession({}, TEN_SECONDS))
   await between()
   await store.touch(sid, plainSession({}, ONE_HOUR))
-  const item = await server.inspect(store.prefix + sid)
+  const item = await file.server.inspect(store.prefix + sid)
   assert.ok(item, 'the session is still stored')
   return item.ttl
 }
@@ -51,13 +43,13 @@ describe('touchAfter', () => {
 
   it('remembers only what this store touched: another store (another process) still touches', async () => {
     const first = stores.create({ touchAfter: 60 })
-    const second = new MemcacheStore({ servers: server.address, prefix: first.prefix, logger: false, touchAfter: 60 })
+    const second = new MemcacheStore({ servers: file.server.address, prefix: first.prefix, logger: false, touchAfter: 60 })
     try {
       const sid = randomId()
       await first.set(sid, plainSession({}, TEN_SECONDS))
       await first.touch(sid, plainSession({}, TEN_SECONDS))
       await second.touch(sid, plainSession({}, ONE_HOUR))
-      const item = await server.inspect(first.prefix + sid)
+      const item = await file.server.inspect(first.prefix + sid)
       assert.ok(item && item.ttl > 3000, `the other store's touch went through (TTL ${item?.ttl} s)`)
     } finally {
       await second.close()
@@ -70,11 +62,11 @@ describe('touchAfter', () => {
     await store.touch(sid, plainSession({}, TEN_SECONDS))
     await store.set(sid, plainSession({}, TEN_SECONDS))
     await store.touch(sid, plainSession({}, ONE_HOUR))
-    assert.ok(((await server.inspect(store.prefix + sid))?.ttl ?? 0) > 3000, 'a touch that found nothing was not remembered')
+    assert.ok(((await file.server.inspect(store.prefix + sid))?.ttl ?? 0) > 3000, 'a touch that found nothing was not remembered')
     await store.destroy(sid)
     await store.set(sid, plainSession({}, TEN_SECONDS))
     await store.touch(sid, plainSession({}, ONE_HOUR))
-    assert.ok(((await server.inspect(store.prefix + sid))?.ttl ?? 0) > 3000, 'destroy forgot the earlier touch')
+    assert.ok(((await file.server.inspect(store.prefix + sid))?.ttl ?? 0) > 3000, 'destroy forgot the earlier touch')
   })
 
   it('passes a skipped touch to the callback like any other', async () => {

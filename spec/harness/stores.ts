@@ -1,6 +1,7 @@
+import { after, before } from 'node:test'
 import session, { type SessionData } from 'express-session'
 import { MemcacheStore, type MemcacheStoreOptions } from '../../lib/index.ts'
-import type { MemcachedServer } from './memcached.ts'
+import { type MemcachedOptions, MemcachedServer } from './memcached.ts'
 
 let counter = 0
 
@@ -23,6 +24,30 @@ export class StoreFactory {
   async closeAll(): Promise<void> {
     await Promise.all(this.#stores.map((store) => store.close()))
   }
+}
+
+/**
+ * One memcached for a whole test file: started before its tests, stopped after them together with
+ * every store the file made through `stores`.
+ */
+export function useMemcached(options: MemcachedOptions = {}): { readonly server: MemcachedServer; readonly stores: StoreFactory } {
+  let server: MemcachedServer | undefined
+  const stores: StoreFactory = new StoreFactory((): MemcachedServer => fixture.server)
+  const fixture = {
+    get server(): MemcachedServer {
+      if (!server) throw new Error('memcached is not started yet: use the fixture inside tests or hooks')
+      return server
+    },
+    stores,
+  }
+  before(async () => {
+    server = await MemcachedServer.start(options)
+  })
+  after(async () => {
+    await stores.closeAll()
+    await server?.stop()
+  })
+  return fixture
 }
 
 /** Plain session data as it would come out of JSON, with a cookie expiring in `maxAgeMs` (or none). */
