@@ -56,9 +56,9 @@ const variants = [
   await variant('plain SET (no CAS)', servers, true, false),
 ]
 for (const v of variants) await savesPerSecond(v, 500) // warm-up
-const samples: Record<string, number[]> = {}
+const samples: Record<string, number[]> = Object.fromEntries(variants.map((v) => [v.name, []]))
 for (let round = 0; round < ROUNDS; round++) {
-  for (const v of rotation(variants, round)) (samples[v.name] ??= []).push(await savesPerSecond(v, SAMPLE_MS))
+  for (const v of rotation(variants, round)) samples[v.name].push(await savesPerSecond(v, SAMPLE_MS))
 }
 console.log(`\nSaves per second, ${IN_FLIGHT} in flight, 2 KB sessions, ${ROUNDS} rounds of ${SAMPLE_MS} ms (median, min-max):`)
 for (const v of variants) {

@@ -22,6 +22,8 @@ async function createStore(name: string): Promise<session.Store> {
       return new MemcacheStore({ servers, prefix, logger: false })
     case 'this store, touchAfter 60':
       return new MemcacheStore({ servers, prefix, logger: false, touchAfter: 60 })
+    case 'this store, encrypted':
+      return new MemcacheStore({ servers, prefix, logger: false, secret: 'benchmark secret, 32 bytes or more!' })
     case 'connect-memjs':
       return new (connectMemjs(session))({ servers: servers.split(','), prefix, logger: { log() {} }, keepAlive: true })
     case 'connect-memcached':

@@ -11,6 +11,7 @@ export const APP_STORES = [
   'MemoryStore',
   'this store',
   'this store, touchAfter 60',
+  'this store, encrypted',
   'connect-memjs',
   'connect-memcached',
   'connect-redis',

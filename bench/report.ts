@@ -206,6 +206,14 @@ function targetRows(ratios: Ratio[], http: HttpResults): Array<{ target: string;
     check('stretch: HTTP write req/s >= connect-redis', summarize(pairedRatios(rps(OURS), rps('connect-redis'))), 1)
   const read = http.cells.find((c) => c.route === 'read')
   const readRps = (name: string) => read?.samples[name]?.map((r) => r.requestsPerSecond) ?? []
+  for (const [route, routeRps] of [
+    ['read', readRps],
+    ['write', rps],
+  ] as const) {
+    const encrypted = summarize(pairedRatios(routeRps(`${OURS}, encrypted`), routeRps(OURS)))
+    if (encrypted.samples > 0)
+      rows.push({ target: `context: encrypted / plain, ${route} route req/s`, measured: formatRange(encrypted, 1, 2, 'x'), holds: '–' })
+  }
   const touchAfter = summarize(pairedRatios(readRps(`${OURS}, touchAfter 60`), readRps(OURS)))
   if (touchAfter.samples > 0)
     rows.push({ target: 'context: touchAfter 60 / without, read route req/s', measured: formatRange(touchAfter, 1, 2, 'x'), holds: '–' })
