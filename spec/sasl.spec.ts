@@ -72,6 +72,21 @@ function withEnv(vars: Record<string, string | undefined>): () => void {
   }
 }
 
+/** A store with no credentials at all: none in the options and none in memjs's environment variables. */
+function createWithoutCredentials(): MemcacheStore {
+  const restore = withEnv({
+    MEMCACHIER_USERNAME: undefined,
+    MEMCACHIER_PASSWORD: undefined,
+    MEMCACHE_USERNAME: undefined,
+    MEMCACHE_PASSWORD: undefined,
+  })
+  try {
+    return create()
+  } finally {
+    restore()
+  }
+}
+
 describe('right credentials', () => {
   it('username and password options: sessions round-trip and ready() resolves', async () => {
     const store = create({ username: 'alice', password: USERS.alice })
@@ -147,18 +162,7 @@ describe('wrong or missing credentials', () => {
   })
 
   it('no credentials against a server that requires them: EAUTH saying none are configured, within the timeout', async () => {
-    const restore = withEnv({
-      MEMCACHIER_USERNAME: undefined,
-      MEMCACHIER_PASSWORD: undefined,
-      MEMCACHE_USERNAME: undefined,
-      MEMCACHE_PASSWORD: undefined,
-    })
-    let store: MemcacheStore
-    try {
-      store = create()
-    } finally {
-      restore()
-    }
+    const store = createWithoutCredentials()
     for (const operation of [() => store.get(randomId()), () => store.set(randomId(), plainSession()), () => store.ready()]) {
       const { err, ms } = await failure(operation())
       assert.equal(err.code, 'EAUTH')
@@ -171,18 +175,7 @@ describe('wrong or missing credentials', () => {
   it('ready() right after a refused request gets the refusal too, not a timeout on an orphaned connection', async () => {
     // memjs clears a server's socket when the previous, refused connection closes, even when a new
     // one was opened meanwhile; the new connection's requests then wait for the deadline.
-    const restore = withEnv({
-      MEMCACHIER_USERNAME: undefined,
-      MEMCACHIER_PASSWORD: undefined,
-      MEMCACHE_USERNAME: undefined,
-      MEMCACHE_PASSWORD: undefined,
-    })
-    let store: MemcacheStore
-    try {
-      store = create()
-    } finally {
-      restore()
-    }
+    const store = createWithoutCredentials()
     for (let i = 0; i < 3; i++) {
       await failure(store.set(randomId(), plainSession()))
       const { err } = await failure(store.ready())
