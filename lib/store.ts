@@ -131,7 +131,7 @@ export class MemcacheStore extends session.Store {
       const origin = this.#origins.get(sess)
       if (origin?.key === key) return this.#saveLoaded(key, subject, origin, value, text, expiry)
       if (isExpressSessionObject(sess, sid)) return this.#saveNew(key, subject, sess, value, text, expiry)
-      await this.#memcached.store('set', key, value, { flags: 0, expiry }, subject)
+      await this.#memcached.store('set', key, value, { expiry }, subject)
     })
   }
 
@@ -218,7 +218,7 @@ export class MemcacheStore extends session.Store {
   }
 
   async #saveNew(key: string, subject: string, sess: object, value: Buffer, text: string, expiry: number): Promise<void> {
-    const added = await this.#memcached.store('add', key, value, { flags: 0, expiry }, subject)
+    const added = await this.#memcached.store('add', key, value, { expiry }, subject)
     if (added.status === 'stored') {
       this.#origins.set(sess, { key, cas: added.cas, text })
       return
@@ -241,7 +241,7 @@ export class MemcacheStore extends session.Store {
   async #saveLoaded(key: string, subject: string, origin: Origin, encoded: Buffer, text: string, expiry: number): Promise<void> {
     const memcached = this.#memcached
     if (!this.#options.merge) {
-      const replaced = await memcached.store('replace', key, encoded, { flags: 0, expiry }, subject)
+      const replaced = await memcached.store('replace', key, encoded, { expiry }, subject)
       if (replaced.status === 'stored') origin.text = text
       return
     }
@@ -249,7 +249,7 @@ export class MemcacheStore extends session.Store {
     let cas = origin.cas
     for (let merges = 0; ; merges++) {
       if (cas !== undefined) {
-        const written = await memcached.store('set', key, value, { flags: 0, expiry, cas }, subject)
+        const written = await memcached.store('set', key, value, { expiry, cas }, subject)
         if (written.status === 'stored') {
           // After a merge the request's own session object lacks the other request's changes: its
           // next save must merge again rather than overwrite them.

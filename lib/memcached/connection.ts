@@ -8,7 +8,6 @@ import { WriteBatcher } from './write-batcher.js'
 
 export interface Item {
   value: Buffer
-  flags: number
   cas: Buffer
 }
 
@@ -33,7 +32,7 @@ const MAX_SEQ = 0x7fff0000
 
 /**
  * The memcached access layer: the only module that talks to memjs. It sends binary-protocol
- * requests through memjs's servers (for CAS and flags, which memjs's methods lack) and settles
+ * requests through memjs's servers (for CAS, which memjs's methods lack) and settles
  * every one within `timeoutMs`, whatever memjs does: memjs leaves requests pending forever when the
  * server closes the connection, its own timeout never fires under continuous load, and its retries
  * would re-execute non-idempotent writes (this layer never retries).
@@ -76,8 +75,7 @@ export class Memcached {
     const { status } = response.header
     if (status === Status.notFound) return undefined
     if (status !== Status.ok) throw this.#statusError(server, 'GET', subject, response)
-    const flags = response.extras.length >= 4 ? response.extras.readUInt32BE(0) : 0
-    return { value: response.val, flags, cas: Buffer.from(response.header.cas) }
+    return { value: response.val, cas: Buffer.from(response.header.cas) }
   }
 
   /** SET, ADD or REPLACE, with a CAS check when `cas` is given. */
@@ -85,11 +83,11 @@ export class Memcached {
     mode: StorageMode,
     key: string,
     value: Buffer,
-    options: { flags: number; expiry: number; cas?: Buffer },
+    options: { expiry: number; cas?: Buffer },
     subject: string,
   ): Promise<StorageResult> {
     const operation = mode.toUpperCase()
-    const extras = storageExtras(options.flags, options.expiry)
+    const extras = storageExtras(options.expiry)
     const server = this.#serverFor(key)
     const response = await this.#send(server, operation, subject, (seq) => buildRequest(Opcode[mode], key, seq, extras, value, options.cas))
     const { status } = response.header
@@ -218,7 +216,7 @@ export class Memcached {
   #onResponse = (response: MemjsResponse): void => this.#respond(response.header.opaque, response)
 
   #respond(seq: number, response: MemjsResponse): void {
-    const pending = this.#take(seq)
+    const pending = this.#pending.take(seq)
     if (!pending) return
     if (response.header.magic !== RESPONSE_MAGIC) {
       const reason = 'garbled response (not the binary protocol)'
@@ -232,7 +230,7 @@ export class Memcached {
   }
 
   #connectionError(seq: number, cause: unknown): void {
-    const pending = this.#take(seq)
+    const pending = this.#pending.take(seq)
     if (!pending) return
     const message = toError(cause).message
     const code: ErrorCode = /authentication/i.test(message) ? 'EAUTH' : /timed out/.test(message) ? 'ETIMEDOUT' : 'ECONNECTION'
@@ -289,10 +287,6 @@ export class Memcached {
     if (!this.#pending.delete(seq)) return
     if (code !== 'ECLOSED') this.#markFailed(pending, message)
     pending.reject(this.#error(code, pending, message, cause))
-  }
-
-  #take(seq: number): Pending | undefined {
-    return this.#pending.take(seq)
   }
 
   #markFailed(pending: Pending, reason: string, code?: ErrorCode): void {

@@ -67,10 +67,10 @@ export function buildRequest(opcode: number, key: string, opaque: number, extras
   return buf
 }
 
-/** Extras of SET/ADD/REPLACE: 4 bytes of flags, 4 bytes of expiry. */
-export function storageExtras(flags: number, expiry: number): Buffer {
+/** Extras of SET/ADD/REPLACE: 4 bytes of flags (always 0: the store keeps nothing in them), 4 bytes of expiry. */
+export function storageExtras(expiry: number): Buffer {
   const extras = Buffer.allocUnsafe(8)
-  extras.writeUInt32BE(flags >>> 0, 0)
+  extras.writeUInt32BE(0, 0)
   extras.writeUInt32BE(expiry, 4)
   return extras
 }
