@@ -63,8 +63,6 @@ async function main(): Promise<void> {
     process.send?.({ port: typeof address === 'object' && address ? address.port : 0 })
   })
   process.on('message', (message: { type?: string }) => {
-    // Peak resident set size of this process since it started, in bytes.
-    if (message.type === 'rss') process.send?.({ peakRss: process.resourceUsage().maxRSS * 1024 })
     // CPU time this process used so far (user + system, microseconds): per request, it does not
     // depend on how much of the machine other processes took meanwhile.
     if (message.type === 'cpu') {

@@ -40,12 +40,13 @@ export interface HttpSample extends LoadResult {
   cpuMicrosPerRequest: number
   /** CPU time of the memcached or redis server per request (NaN when unknown, 0 for MemoryStore). */
   serverCpuMicrosPerRequest: number
+  /** The app's largest resident set size seen while this load ran, in bytes (NaN when unreadable). */
+  peakRssBytes: number
 }
 
 export interface HttpResults {
   tool: string
   cells: HttpCell[]
-  peakRss: Record<string, number>
   skipped: string[]
 }
 
@@ -93,23 +94,30 @@ export async function runHttpLevel(
           const serverBefore = processCpuMicros(serverPid)
           const cpuBefore = await askCpu(app.child)
           const url = `${app.url}/${route}`
+          const rss = watchRss(app.child.pid)
           const loaded = await load({ url, cookies: app.cookies, connections: settings.connections, seconds: settings.seconds })
+          const peakRssBytes = rss.stop()
           const cpuMicros = (await askCpu(app.child)) - cpuBefore
           const requests = loaded.requestsPerSecond * settings.seconds
           const serverMicros = processCpuMicros(serverPid) - serverBefore
-          const result = { ...loaded, cpuMicrosPerRequest: cpuMicros / requests, serverCpuMicrosPerRequest: serverMicros / requests }
+          const result = {
+            ...loaded,
+            cpuMicrosPerRequest: cpuMicros / requests,
+            serverCpuMicrosPerRequest: serverMicros / requests,
+            peakRssBytes,
+          }
           if (result.errors > 0) throw new Error(`${app.name} /${route}: ${result.errors} failed requests under load`)
           samples[app.name] = [...(samples[app.name] ?? []), result]
         }
       }
       cells.push({ route, samples })
       for (const [name, results] of Object.entries(samples)) {
-        progress(`http /${route.padEnd(5)} ${name.padEnd(26)} ${results.map((r) => Math.round(r.requestsPerSecond)).join(' ')} req/s`)
+        const rates = results.map((r) => Math.round(r.requestsPerSecond)).join(' ')
+        const rss = results.map((r) => Math.round(r.peakRssBytes / 2 ** 20)).join(' ')
+        progress(`http /${route.padEnd(5)} ${name.padEnd(26)} ${rates} req/s, peak RSS ${rss} MB`)
       }
     }
-    const peakRss: Record<string, number> = {}
-    for (const app of apps) peakRss[app.name] = await askPeakRss(app.child)
-    return { tool: LOAD_TOOL, cells, peakRss, skipped }
+    return { tool: LOAD_TOOL, cells, skipped }
   } finally {
     for (const app of apps) app.child.kill()
     redis?.child.kill()
@@ -158,11 +166,29 @@ function askCpu(child: ChildProcess): Promise<number> {
   })
 }
 
-function askPeakRss(child: ChildProcess): Promise<number> {
-  return new Promise((resolve) => {
-    child.once('message', (message: { peakRss?: number }) => resolve(message.peakRss ?? Number.NaN))
-    child.send({ type: 'rss' })
-  })
+/**
+ * Samples a process's resident set size from /proc every 20 ms until stopped; `stop` returns the
+ * largest seen, in bytes. Only the load itself is watched: start-up and the cookie pool are not.
+ */
+function watchRss(pid: number | undefined): { stop(): number } {
+  let peak = Number.NaN
+  const sample = () => {
+    try {
+      const kb = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))
+      if (kb) peak = Math.max(Number.isNaN(peak) ? 0 : peak, Number(kb[1]) * 1024)
+    } catch {
+      // Not Linux, or the process is gone: the peak stays NaN and the report leaves it blank.
+    }
+  }
+  sample()
+  const timer = setInterval(sample, 20)
+  return {
+    stop() {
+      clearInterval(timer)
+      sample()
+      return peak
+    },
+  }
 }
 
 /** A throwaway redis-server on a free port, without persistence; undefined when redis is not installed. */

@@ -1,7 +1,7 @@
 // Turns the measurements into the Markdown report: targets, store level, cost growth, HTTP level.
 
 import { CONTENDER_NAMES } from './contenders.ts'
-import type { HttpResults } from './http-level.ts'
+import type { HttpResults, HttpSample } from './http-level.ts'
 import { PAYLOAD_SIZES } from './payload.ts'
 import { pairedRatios, type Summary, summarize } from './stats.ts'
 import { IN_FLIGHT, OPERATIONS, type StoreCell } from './store-level.ts'
@@ -81,7 +81,7 @@ export function buildReport(env: Environment, store: StoreCell[], http: HttpResu
   }
   lines.push('', `### HTTP level (Express 5 + express-session, one app process per store, ${http.tool}, sessions of about 2 KB)`, '')
   lines.push(
-    "`read`: the route reads the session (get + touch). `write`: it changes it (get + set). Peak RSS is the app process's over the whole HTTP stage.",
+    '`read`: the route reads the session (get + touch). `write`: it changes it (get + set). Peak RSS is the largest resident set size of the app process seen while that route was under load (sampled every 20 ms), over all rounds.',
     '',
   )
   lines.push(
@@ -103,7 +103,7 @@ export function buildReport(env: Environment, store: StoreCell[], http: HttpResu
       const vsMemjs = formatRange(summarize(pairedRatios(rps(name), rps('connect-memjs'))), 1, 2, 'x')
       const p50 = summarize(results.map((r) => r.p50Ms)).median.toFixed(2)
       const p99 = summarize(results.map((r) => r.p99Ms)).median.toFixed(2)
-      const rss = (http.peakRss[name] / 2 ** 20).toFixed(0)
+      const rss = (peakRss(results) / 2 ** 20).toFixed(0)
       const cpu = formatRange(summarize(results.map((r) => r.cpuMicrosPerRequest)), 1, 0)
       const serverCpu = summarize(results.map((r) => r.serverCpuMicrosPerRequest)).median
       const server = Number.isNaN(serverCpu) ? '' : serverCpu.toFixed(0)
@@ -217,8 +217,9 @@ function targetRows(ratios: Ratio[], http: HttpResults): Array<{ target: string;
   const touchAfter = summarize(pairedRatios(readRps(`${OURS}, touchAfter 60`), readRps(OURS)))
   if (touchAfter.samples > 0)
     rows.push({ target: 'context: touchAfter 60 / without, read route req/s', measured: formatRange(touchAfter, 1, 2, 'x'), holds: '–' })
-  const rssOurs = http.peakRss[OURS]
-  const rssMemjs = http.peakRss['connect-memjs']
+  const underLoad = (name: string) => peakRss(http.cells.flatMap((c) => c.samples[name] ?? []))
+  const rssOurs = underLoad(OURS)
+  const rssMemjs = underLoad('connect-memjs')
   if (rssOurs && rssMemjs) {
     const ratio = rssOurs / rssMemjs
     rows.push({
@@ -228,6 +229,12 @@ function targetRows(ratios: Ratio[], http: HttpResults): Array<{ target: string;
     })
   }
   return rows
+}
+
+/** The largest resident set size seen in any of these load runs, in bytes (NaN when none was read). */
+function peakRss(samples: readonly HttpSample[]): number {
+  const read = samples.map((s) => s.peakRssBytes).filter((bytes) => !Number.isNaN(bytes))
+  return read.length > 0 ? Math.max(...read) : Number.NaN
 }
 
 function formatRange(summary: Summary, scale: number, digits: number, unit = ''): string {

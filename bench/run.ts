@@ -31,9 +31,7 @@ async function main(): Promise<void> {
     const part = process.env.BENCH_PART
     const store = part === 'http' ? [] : await runStoreLevel(servers, STORE_SETTINGS, progress)
     const http =
-      part === 'store'
-        ? { tool: 'none', cells: [], peakRss: {}, skipped: [] }
-        : await runHttpLevel(servers, HTTP_SETTINGS, progress, memcached?.pid)
+      part === 'store' ? { tool: 'none', cells: [], skipped: [] } : await runHttpLevel(servers, HTTP_SETTINGS, progress, memcached?.pid)
     const env = {
       date: new Date().toISOString().replace(/\.\d+Z$/, 'Z'),
       cpu: cpuModel(),
