@@ -2,10 +2,10 @@
 // SET, merge on) against the same saves with `merge: false` (REPLACE) and against plain upserts
 // (SET of data the store did not load, no CAS). 50 saves in flight, 2 KB sessions, rounds that
 // alternate the three, ratios taken round by round.
-// Run: node --import tsx bench/cas.ts   (starts its own memcached, or uses MEMCACHE_SERVERS)
+// Run: npm run build && node --import tsx bench/cas.ts   (starts its own memcached, or uses MEMCACHE_SERVERS)
 import type { SessionData } from 'express-session'
-import { MemcacheStore } from '../lib/index.ts'
 import { MemcachedServer } from '../spec/harness/memcached.ts'
+import { MemcacheStore } from './package.ts'
 import { sessionPayload } from './payload.ts'
 import { pairedRatios, rotation, summarize } from './stats.ts'
 

@@ -4,7 +4,7 @@ import connectMemcached from 'connect-memcached'
 import connectMemjs from 'connect-memjs'
 import session, { type SessionData } from 'express-session'
 import memjs from 'memjs'
-import { MemcacheStore } from '../lib/index.ts'
+import { MemcacheStore } from './package.ts'
 
 export type Done = (err?: unknown) => void
 type Sess = Record<string, unknown>

@@ -1,10 +1,10 @@
 // The cost of `secret`: AES-256-GCM per operation, in isolation and through the store against a
-// real memcached. Starts its own memcached; run with `node --import tsx bench/encryption.ts`.
+// real memcached. Starts its own memcached; run with `npm run build && node --import tsx bench/encryption.ts`.
 import { availableParallelism, loadavg } from 'node:os'
 import { SessionCipher } from '../lib/crypto.ts'
-import { MemcacheStore } from '../lib/index.ts'
 import { MemcachedServer } from '../spec/harness/memcached.ts'
 import { plainSession } from '../spec/harness/stores.ts'
+import { MemcacheStore } from './package.ts'
 
 const CIPHER_OPS = 50_000
 const STORE_OPS = 10_000

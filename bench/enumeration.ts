@@ -1,11 +1,11 @@
 // How long `length`, `ids`, `all` and `clear` take with 100,000 sessions on a server that also holds
 // 100,000 keys of another application. Starts its own memcached; run with
-// `node --import tsx bench/enumeration.ts` (SESSIONS=... and FOREIGN=... change the counts).
+// `npm run build && node --import tsx bench/enumeration.ts` (SESSIONS=... and FOREIGN=... change the counts).
 import net from 'node:net'
 import { availableParallelism, loadavg } from 'node:os'
-import { MemcacheStore } from '../lib/index.ts'
 import { MemcachedServer } from '../spec/harness/memcached.ts'
 import { plainSession } from '../spec/harness/stores.ts'
+import { MemcacheStore } from './package.ts'
 
 const SESSIONS = Number(process.env.SESSIONS ?? 100_000)
 const FOREIGN = Number(process.env.FOREIGN ?? 100_000)

@@ -9,7 +9,7 @@ import { RedisStore } from 'connect-redis'
 import express from 'express'
 import session from 'express-session'
 import { createClient } from 'redis'
-import { MemcacheStore } from '../lib/index.ts'
+import { MemcacheStore } from './package.ts'
 import { sessionPayload } from './payload.ts'
 
 async function createStore(name: string): Promise<session.Store> {

@@ -16,7 +16,7 @@ const STORE_SETTINGS = quick
   : { sampleMs: 200, rounds: 3, targetRounds: 11, warmupMs: 500 }
 const HTTP_SETTINGS = quick
   ? { seconds: 1, warmupSeconds: 1, rounds: 1, connections: 32, cookies: 100 }
-  : { seconds: 2, warmupSeconds: 1, rounds: 5, connections: 32, cookies: 300 }
+  : { seconds: 2, warmupSeconds: 1, rounds: 7, connections: 32, cookies: 300 }
 
 async function main(): Promise<void> {
   const started = performance.now()
