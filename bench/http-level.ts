@@ -113,8 +113,9 @@ export async function runHttpLevel(
       cells.push({ route, samples })
       for (const [name, results] of Object.entries(samples)) {
         const rates = results.map((r) => Math.round(r.requestsPerSecond)).join(' ')
+        const p99 = results.map((r) => Math.round(r.p99Ms)).join(' ')
         const rss = results.map((r) => Math.round(r.peakRssBytes / 2 ** 20)).join(' ')
-        progress(`http /${route.padEnd(5)} ${name.padEnd(26)} ${rates} req/s, peak RSS ${rss} MB`)
+        progress(`http /${route.padEnd(5)} ${name.padEnd(26)} ${rates} req/s, p99 ${p99} ms, peak RSS ${rss} MB`)
       }
     }
     return { tool: LOAD_TOOL, cells, skipped }

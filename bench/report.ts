@@ -188,20 +188,23 @@ function targetRows(ratios: Ratio[], http: HttpResults): Array<{ target: string;
   check('store touch >= 1.8x connect-memcached', storeRatio('connect-memcached', 'touch'), 1.8)
   const write = http.cells.find((c) => c.route === 'write')
   const rps = (name: string) => write?.samples[name]?.map((r) => r.requestsPerSecond) ?? []
-  const p99 = (name: string) => summarize(write?.samples[name]?.map((r) => r.p99Ms) ?? []).median
+  const p99 = (name: string) => write?.samples[name]?.map((r) => r.p99Ms) ?? []
+  const median = (values: number[]) => summarize(values).median.toFixed(1)
   check('HTTP write req/s >= 0.9x MemoryStore', summarize(pairedRatios(rps(OURS), rps('MemoryStore'))), 0.9)
   check('HTTP write req/s >= 1.15x connect-memjs', summarize(pairedRatios(rps(OURS), rps('connect-memjs'))), 1.15)
   // How far apart the app without any I/O and connect-memjs are in this run: the room a store has.
   const room = summarize(pairedRatios(rps('MemoryStore'), rps('connect-memjs')))
   if (room.samples > 0)
     rows.push({ target: 'context: MemoryStore (no I/O) / connect-memjs, write', measured: formatRange(room, 1, 2, 'x'), holds: '–' })
-  const oursP99 = p99(OURS)
-  const theirsP99 = p99('connect-memjs')
-  rows.push({
-    target: 'HTTP write p99 <= connect-memjs',
-    measured: `${oursP99.toFixed(2)} ms vs ${theirsP99.toFixed(2)} ms`,
-    holds: oursP99 <= theirsP99 ? 'yes' : '**no**',
-  })
+  // p99 moves by a factor of two between rounds of the same app here: compared round by round, like requests/s.
+  const p99Ratio = summarize(pairedRatios(p99(OURS), p99('connect-memjs')))
+  if (p99Ratio.samples === 0) rows.push({ target: 'HTTP write p99 <= connect-memjs', measured: 'not measured', holds: '–' })
+  else
+    rows.push({
+      target: 'HTTP write p99 <= connect-memjs (ratio, lower is better)',
+      measured: `${formatRange(p99Ratio, 1, 2, 'x')}; medians ${median(p99(OURS))} vs ${median(p99('connect-memjs'))} ms`,
+      holds: p99Ratio.median <= 1 ? 'yes' : '**no**',
+    })
   if (rps('connect-redis').length > 0)
     check('stretch: HTTP write req/s >= connect-redis', summarize(pairedRatios(rps(OURS), rps('connect-redis'))), 1)
   const read = http.cells.find((c) => c.route === 'read')
