@@ -85,7 +85,7 @@ export function buildReport(env: Environment, store: StoreCell[], http: HttpResu
     '',
   )
   lines.push(
-    "App CPU is the app process's own CPU time per request (user + system): unlike requests/s it hardly depends on what else ran on the machine.",
+    "App CPU is the app process's own CPU time per request (user + system). It depends less than requests/s on what else runs on the machine, but on a shared virtual machine it still moves between rounds.",
     '',
   )
   lines.push(
