@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict'
 import { describe, it } from 'node:test'
+import { inspect } from 'node:util'
 import memjs from 'memjs'
 import { MemcacheStore, MemcacheStoreError } from '../lib/index.ts'
 import { freePort, MemcachedServer, sleep } from './harness/memcached.ts'
@@ -45,6 +46,34 @@ describe('get, set, destroy', () => {
       )
     })
     assert.ok(received instanceof MemcacheStoreError)
+  })
+
+  it('keeps what it remembers for the next save out of sight: keys, JSON, spreads, inspect', async () => {
+    const store = stores.create()
+    const sid = randomId()
+    await store.set(sid, plainSession({ user: 'ada' }))
+    const sess = (await store.get(sid)) as unknown as Record<string, unknown>
+    assert.deepEqual(Object.keys(sess).sort(), ['cookie', 'user'])
+    assert.deepEqual(Object.keys({ ...sess }).sort(), ['cookie', 'user'])
+    assert.deepEqual(Object.keys(Object.assign({}, sess)).sort(), ['cookie', 'user'])
+    assert.deepEqual(JSON.parse(JSON.stringify(sess)), { cookie: sess.cookie, user: 'ada' })
+    assert.ok(!inspect(sess).includes(store.prefix), inspect(sess))
+  })
+
+  it('passes an error from the logger to the callback of a get instead of leaving it unanswered', { timeout: 5000 }, async () => {
+    const store = stores.create({
+      logger: {
+        warn() {
+          throw new Error('the logger broke')
+        },
+      },
+    })
+    const sid = randomId()
+    const client = memjs.Client.create(file.server.address, { logger: { log() {} } })
+    await client.set(keyOf(store, sid), 'not json', { expires: 60 })
+    client.close()
+    const received = await new Promise((resolve) => store.get(sid, (err, value) => resolve(err ?? value)))
+    assert.match(String(received), /the logger broke/)
   })
 
   it('yields null for a session that was never stored, and destroying it is not an error', async () => {
