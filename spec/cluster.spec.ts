@@ -256,20 +256,44 @@ async function waitUntil(what: string, withinMs: number, check: () => Promise<bo
   return Math.round(performance.now() - started)
 }
 
+/**
+ * 16 workers of traffic on the cluster's sessions; after 500 ms `fault` hits the victim and the
+ * traffic goes on for `lastsMs` more. `recover` runs once the traffic has stopped, even when it
+ * failed. Returns what started after the fault, split by whether its session lives on the victim.
+ */
+async function trafficThroughFault(
+  { store, sids, onVictim }: Awaited<ReturnType<typeof clusterWithTraffic>>,
+  fault: () => unknown,
+  lastsMs: number,
+  recover: () => void = () => {},
+) {
+  let faultAt = 0
+  const stop = (async () => {
+    await sleep(500)
+    faultAt = performance.now()
+    await fault()
+    await sleep(lastsMs)
+  })()
+  let requests: Request[]
+  try {
+    requests = await runTraffic(store, sids, 16, stop)
+  } finally {
+    recover()
+  }
+  const after = requests.filter((request) => request.startedAt > faultAt)
+  return {
+    faultAt,
+    after,
+    others: after.filter((request) => !onVictim.has(request.sid)),
+    victims: after.filter((request) => onVictim.has(request.sid)),
+  }
+}
+
 describe('losing one server of three', () => {
   it('killed under traffic: only its sessions fail, mostly without being sent; the others keep their latency; it works again after a restart', async () => {
-    const { victim, store, sids, onVictim } = await clusterWithTraffic()
-    let killedAt = 0
-    const stop = (async () => {
-      await sleep(500)
-      killedAt = performance.now()
-      await victim.kill()
-      await sleep(2500)
-    })()
-    const requests = await runTraffic(store, sids, 16, stop)
-    const after = requests.filter((request) => request.startedAt > killedAt)
-    const others = after.filter((request) => !onVictim.has(request.sid))
-    const victims = after.filter((request) => onVictim.has(request.sid))
+    const cluster = await clusterWithTraffic()
+    const { victim, store, sids, onVictim, placeOf } = cluster
+    const { faultAt: killedAt, after, others, victims } = await trafficThroughFault(cluster, () => victim.kill(), 2500)
     const othersSummary = summarize(others)
     const victimsSummary = summarize(victims)
     const codes = byCode(victims)
@@ -293,7 +317,6 @@ describe('losing one server of three', () => {
     assert.ok(victimsSummary.p99 < TIMEOUT_MS / 2, `a refused connection fails fast (p99 ${victimsSummary.p99} ms)`)
 
     await victim.restart()
-    const placeOf = ketama(servers.slice(0, 3))
     let sid = randomId()
     while (placeOf(store.prefix + sid) !== victim.address) sid = randomId()
     const backAfter = await waitUntil('the restarted server takes sessions again', 5000, async () => {
@@ -311,23 +334,14 @@ describe('losing one server of three', () => {
   })
 
   it('frozen under traffic: after the first timeout its requests fail fast during the back-off, and the others never wait', async () => {
-    const { victim, store, sids, onVictim } = await clusterWithTraffic()
-    let frozenAt = 0
-    const stop = (async () => {
-      await sleep(500)
-      frozenAt = performance.now()
-      victim.freeze()
-      await sleep(3500)
-    })()
-    let requests: Request[]
-    try {
-      requests = await runTraffic(store, sids, 16, stop)
-    } finally {
-      victim.thaw()
-    }
-    const after = requests.filter((request) => request.startedAt > frozenAt)
-    const others = after.filter((request) => !onVictim.has(request.sid))
-    const victims = after.filter((request) => onVictim.has(request.sid))
+    const cluster = await clusterWithTraffic()
+    const { victim, store, onVictim } = cluster
+    const { others, victims } = await trafficThroughFault(
+      cluster,
+      () => victim.freeze(),
+      3500,
+      () => victim.thaw(),
+    )
     const waited = victims.filter((request) => request.code === 'ETIMEDOUT')
     const fast = victims.filter((request) => request.code === 'ESERVERDOWN')
     const othersSummary = summarize(others)
