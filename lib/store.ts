@@ -349,7 +349,7 @@ export class MemcacheStore extends session.Store {
     callback: Callback<R> | undefined,
     failOpenValue: T,
     work: (key: string, subject: string) => Promise<T>,
-    finish: (value: T) => R = (value) => value as unknown as R,
+    finish?: (value: T) => R,
   ): Promise<R> {
     const subject = typeof sid === 'string' && sid !== '' ? `session ${redactId(sid)}` : 'a session'
     const attempt = async (): Promise<T> => {
