@@ -1,4 +1,6 @@
 import type { SessionData } from 'express-session'
+import type { SessionCipher } from './crypto.js'
+import { MemcacheStoreError, type Operation, toError } from './errors.js'
 
 export interface Serializer {
   stringify(sess: SessionData): string
@@ -8,31 +10,122 @@ export interface Serializer {
 /** Bytes memcached needs beside the key and value in an item (measured on 1.6: 59 with CAS; kept with room). */
 export const ITEM_OVERHEAD_BYTES = 64
 
-export type Decoded = { ok: true; sess: SessionData } | { ok: false; reason: string }
+/**
+ * The deepest nesting a session may have. express-session hashes every session it loads with
+ * JSON.stringify, which overflows the stack a few thousand levels down and then never answers the
+ * request; no real session comes near this.
+ */
+export const MAX_DEPTH = 512
 
-/** Session data as text and as the bytes for memcached. Throws when the serializer does (BigInt, circular references). */
-export function encodeSession(serializer: Serializer, sess: SessionData): { text: string; value: Buffer } {
-  const text = serializer.stringify(sess)
-  if (typeof text !== 'string') {
-    throw new TypeError(`the serializer's stringify returned ${typeof text}, not a string`)
-  }
-  return { text, value: Buffer.from(text) }
+export type Decoded = { ok: true; sess: SessionData; text: string } | { ok: false; reason: string }
+
+/** What a codec error needs to say which operation failed on which session. */
+export interface CodecContext {
+  readonly operation: Operation
+  readonly subject: string
 }
 
 /**
- * Stored bytes (or their text) back to session data, or why they are not a session: unparseable text, or a value
- * of the wrong shape (express-session needs an object with a `cookie` object). Never throws.
+ * Sessions to memcached values and back: the serializer, encryption with `secret`, and the size
+ * limit (`maxItemSize`), checked before anything is sent.
  */
-export function decodeSession(serializer: Serializer, stored: Buffer | string): Decoded {
-  let value: unknown
-  try {
-    value = serializer.parse(typeof stored === 'string' ? stored : stored.toString())
-  } catch (err) {
-    return { ok: false, reason: `it could not be parsed (${(err as Error)?.message ?? String(err)})` }
+export class SessionCodec {
+  readonly #serializer: Serializer
+  readonly #cipher: SessionCipher | undefined
+  readonly #maxItemSize: number
+
+  constructor(serializer: Serializer, cipher: SessionCipher | undefined, maxItemSize: number) {
+    this.#serializer = serializer
+    this.#cipher = cipher
+    this.#maxItemSize = maxItemSize
   }
-  if (!isPlainObject(value)) return { ok: false, reason: `it is ${describeShape(value)}, not an object` }
-  if (!isPlainObject(value.cookie)) return { ok: false, reason: 'it has no `cookie` object' }
-  return { ok: true, sess: value as unknown as SessionData }
+
+  /** The bytes to store and the plain text (the base of a later merge). Throws ESERIALIZE or ETOOLARGE. */
+  encode(sess: SessionData, key: string, context: CodecContext): { value: Buffer; text: string } {
+    let text: unknown
+    try {
+      text = this.#serializer.stringify(sess)
+    } catch (err) {
+      throw serializeError(context, `could not be serialized: ${toError(err).message}`, err)
+    }
+    if (typeof text !== 'string') {
+      throw serializeError(context, `could not be serialized: the serializer's stringify returned ${describeShape(text)}, not a string`)
+    }
+    if (text.length > 2 * MAX_DEPTH && nestsDeeperThan(sess, MAX_DEPTH)) {
+      throw serializeError(context, `could not be stored: it nests deeper than ${MAX_DEPTH} levels`)
+    }
+    const plain = Buffer.from(text)
+    const value = this.#cipher ? this.#cipher.seal(plain, key) : plain
+    const limit = this.#maxItemSize - Buffer.byteLength(key) - ITEM_OVERHEAD_BYTES
+    if (value.length > limit) {
+      const reason = `${value.length} bytes serialized, over the ${limit} bytes a ${this.#maxItemSize}-byte memcached item leaves for it`
+      throw new MemcacheStoreError(
+        'ETOOLARGE',
+        context.operation,
+        `${context.subject} is ${reason}; it was not sent and the stored session is unchanged`,
+        { session: context.subject, reason, sent: false },
+      )
+    }
+    // The text as it will read back from memcached (lone surrogates become U+FFFD in UTF-8).
+    return { value, text: text.isWellFormed() ? text : plain.toString() }
+  }
+
+  /**
+   * Stored bytes back to a session and its plain text, or why they are not one (undecryptable,
+   * unparseable, not an object with a `cookie` object, nested too deep). Throws ESERIALIZE only
+   * when the serializer itself is unusable (an async `parse`).
+   */
+  decode(value: Buffer, key: string, context: CodecContext): Decoded {
+    const opened = this.#cipher ? this.#cipher.open(value, key) : { ok: true as const, plain: value }
+    if (!opened.ok) return opened
+    const text = opened.plain.toString()
+    let parsed: unknown
+    try {
+      parsed = this.#serializer.parse(text)
+    } catch (err) {
+      return { ok: false, reason: `it could not be parsed (${toError(err).message})` }
+    }
+    if (isThenable(parsed)) {
+      throw serializeError(
+        context,
+        "could not be read: the serializer's parse returned a Promise; it must return the session synchronously (express-session's stores are synchronous there)",
+      )
+    }
+    if (!isPlainObject(parsed)) return { ok: false, reason: `it is ${describeShape(parsed)}, not an object` }
+    if (!isPlainObject(parsed.cookie)) return { ok: false, reason: 'it has no `cookie` object' }
+    if (text.length > 2 * MAX_DEPTH && nestsDeeperThan(parsed, MAX_DEPTH)) {
+      return { ok: false, reason: `it nests deeper than ${MAX_DEPTH} levels, more than express-session can hash` }
+    }
+    return { ok: true, sess: parsed as unknown as SessionData, text }
+  }
+
+  /** Session text back to plain fields, for a merge. */
+  parseFields(text: string): Record<string, unknown> {
+    return this.#serializer.parse(text) as Record<string, unknown>
+  }
+}
+
+function serializeError(context: CodecContext, reason: string, cause?: unknown): MemcacheStoreError {
+  return new MemcacheStoreError('ESERIALIZE', context.operation, `${context.subject} ${reason}`, {
+    session: context.subject,
+    reason,
+    sent: false,
+    cause,
+  })
+}
+
+/** True when objects and arrays inside `value` nest more than `limit` levels deep. */
+function nestsDeeperThan(value: unknown, limit: number): boolean {
+  if (limit < 0) return true
+  if (typeof value !== 'object' || value === null) return false
+  for (const child of Array.isArray(value) ? value : Object.values(value)) {
+    if (typeof child === 'object' && child !== null && nestsDeeperThan(child, limit - 1)) return true
+  }
+  return false
+}
+
+function isThenable(value: unknown): boolean {
+  return typeof (value as { then?: unknown } | null)?.then === 'function'
 }
 
 function isPlainObject(value: unknown): value is Record<string, unknown> {
@@ -42,5 +135,6 @@ function isPlainObject(value: unknown): value is Record<string, unknown> {
 function describeShape(value: unknown): string {
   if (value === null) return 'null'
   if (Array.isArray(value)) return 'an array'
+  if (isThenable(value)) return 'a Promise'
   return `a ${typeof value}`
 }

@@ -1,17 +1,19 @@
 import type { SessionData } from 'express-session'
-import { MemcacheStoreError } from './errors.js'
+import { MemcacheStoreError, type Operation } from './errors.js'
 import { metadump } from './memcached/crawler.js'
-import { type MemjsServer, serverAddress } from './memcached/memjs-internals.js'
+import type { Server } from './memcached/memcached.js'
 
 export interface EnumerationSource {
   prefix: string
   /** Idle timeout of a dump, and how long a busy crawler is waited for. */
   timeoutMs: number
-  servers(): readonly MemjsServer[]
+  servers: readonly Server[]
   /** The address of the server that owns a key (where get and destroy go). */
   addressFor(key: string): string
   /** True when memcached's expiry does not follow the cookie (a `ttl` function): every value is then read. */
   expiryIgnoresCookie: boolean
+  /** How long `genid`'s placeholders live: keys expiring that soon are read, since they may be one. */
+  placeholderSeconds: number
   /** The store's own get and destroy, so expiry, decryption and locks apply as for any request. */
   get(sid: string): Promise<SessionData | null>
   destroy(sid: string): Promise<void>
@@ -26,9 +28,13 @@ interface Listed {
 /** Sessions read or deleted at once; the rest wait, so that none of them times out in a queue. */
 const CONCURRENCY = 64
 
+/** A dump must end within this many times `timeout`, however steadily the server trickles keys. */
+export const DUMP_DEADLINE_TIMEOUTS = 10
+
 /**
- * A key whose memcached expiry is this close is read to decide whether its cookie has expired: the
- * store sets memcached's expiry to the cookie's, rounded up to the second, plus a second of grace.
+ * A key whose memcached expiry is this close is read rather than counted: its cookie may have
+ * expired (the store sets memcached's expiry to the cookie's, rounded up, plus a second of grace),
+ * or it may be an ID reserved by `genid` (a placeholder that lives RESERVATION_TTL_SECONDS).
  */
 const DOUBT_SECONDS = 3
 
@@ -51,7 +57,7 @@ export class SessionEnumeration {
 
   /** Every live session, keyed by ID, read through the store's get (expired and unreadable ones left out). */
   async all(): Promise<Record<string, SessionData>> {
-    const listed = await this.#list()
+    const listed = await this.#list('all')
     const sessions: Record<string, SessionData> = {}
     await forEachLimited(listed, async ({ sid }) => {
       const sess = await this.#source.get(sid)
@@ -64,10 +70,11 @@ export class SessionEnumeration {
    * IDs of the live sessions. memcached's expiry decides, without reading values, except for keys
    * whose expiry is within a few seconds (or, with a `ttl` function, all keys): their cookie is read.
    */
-  async ids(): Promise<string[]> {
-    const listed = await this.#list()
+  async ids(operation: Operation = 'ids'): Promise<string[]> {
+    const listed = await this.#list(operation)
     const now = Date.now() / 1000
-    const doubtful = (exp: number) => this.#source.expiryIgnoresCookie || (exp !== -1 && exp - now <= DOUBT_SECONDS)
+    const horizon = Math.max(DOUBT_SECONDS, this.#source.placeholderSeconds + 1)
+    const doubtful = (exp: number) => this.#source.expiryIgnoresCookie || (exp !== -1 && exp - now <= horizon)
     const live: string[] = []
     const toRead: string[] = []
     for (const { sid, exp } of listed) (doubtful(exp) ? toRead : live).push(sid)
@@ -78,12 +85,12 @@ export class SessionEnumeration {
   }
 
   async length(): Promise<number> {
-    return (await this.ids()).length
+    return (await this.ids('length')).length
   }
 
   /** Deletes this store's sessions one by one (never flush_all). Sessions created meanwhile are kept. */
   async clear(): Promise<number> {
-    const listed = await this.#list(true)
+    const listed = await this.#list('clear', true)
     await forEachLimited(listed, ({ sid }) => this.#source.destroy(sid))
     return listed.length
   }
@@ -94,17 +101,17 @@ export class SessionEnumeration {
   }
 
   /** This store's keys on every server, live by memcached's clock (or every one, with `withExpired`). */
-  async #list(withExpired = false): Promise<Listed[]> {
+  async #list(operation: Operation, withExpired = false): Promise<Listed[]> {
     const { prefix } = this.#source
     if (prefix === '') {
       throw new MemcacheStoreError(
         'ENOPREFIX',
-        'metadump',
+        operation,
         'listing sessions needs a non-empty `prefix`: with prefix "" every key on the server would be taken for a session',
       )
     }
-    const servers = this.#source.servers()
-    const perServer = await Promise.all(servers.map((server) => this.#queued(server, () => this.#dumpWhenFree(server))))
+    const servers = this.#source.servers
+    const perServer = await Promise.all(servers.map((server) => this.#queued(server, () => this.#dumpWhenFree(server, operation))))
     const now = Date.now() / 1000
     // Each key counts once: memcached does not promise that a crawl visits an item only once.
     const seen = new Set<string>()
@@ -115,11 +122,11 @@ export class SessionEnumeration {
     })
   }
 
-  async #dumpWhenFree(server: MemjsServer): Promise<Listed[]> {
+  async #dumpWhenFree(server: Server, operation: Operation): Promise<Listed[]> {
     const started = performance.now()
     for (let attempt = 0; ; attempt++) {
       try {
-        return await this.#dump(server)
+        return await this.#dump(server, operation)
       } catch (err) {
         if (!(err instanceof MemcacheStoreError) || err.code !== 'EBUSY') throw err
         const waited = performance.now() - started
@@ -127,6 +134,9 @@ export class SessionEnumeration {
         if (waited + pause > this.#source.timeoutMs) {
           throw new MemcacheStoreError('EBUSY', err.operation, `${err.message}; still busy after ${Math.round(waited)} ms of retries`, {
             server: err.server,
+            command: err.command,
+            reason: err.reason,
+            sent: true,
           })
         }
         await new Promise((resolve) => setTimeout(resolve, pause))
@@ -134,18 +144,19 @@ export class SessionEnumeration {
     }
   }
 
-  async #dump(server: MemjsServer): Promise<Listed[]> {
-    const { prefix } = this.#source
-    const address = serverAddress(server)
-    const single = this.#source.servers().length === 1
+  async #dump(server: Server, operation: Operation): Promise<Listed[]> {
+    const { prefix, timeoutMs } = this.#source
+    const address = server.address
+    const single = this.#source.servers.length === 1
     const listed: Listed[] = []
     await metadump({
-      host: server.host,
-      port: server.port,
-      idleTimeoutMs: this.#source.timeoutMs,
+      transport: server.lister,
+      operation,
+      idleTimeoutMs: timeoutMs,
+      deadlineMs: DUMP_DEADLINE_TIMEOUTS * timeoutMs,
       signal: this.#abort.signal,
       onKey: ({ key, exp }) => {
-        if (!key.startsWith(prefix) || key.length === prefix.length) return
+        if (!isSessionKey(key, prefix)) return
         // A copy left on a server that no longer owns the key (the server list changed) is
         // invisible to get and destroy: it is not a session of this store.
         if (!single && this.#source.addressFor(key) !== address) return
@@ -155,8 +166,8 @@ export class SessionEnumeration {
     return listed
   }
 
-  #queued<T>(server: MemjsServer, work: () => Promise<T>): Promise<T> {
-    const address = serverAddress(server)
+  #queued<T>(server: Server, work: () => Promise<T>): Promise<T> {
+    const address = server.address
     const previous = this.#queues.get(address) ?? Promise.resolve()
     const next = previous.then(work, work)
     const tail = next.catch(() => {})
@@ -166,6 +177,16 @@ export class SessionEnumeration {
     })
     return next
   }
+}
+
+/**
+ * Whether a listed key is one of this store's sessions: the prefix, then an ID without `:`.
+ * Prefixes nest (`app:` and `app:admin:` on one server): without this rule the first store would
+ * list, read and clear the second's sessions. express-session's IDs never contain `:`; sessions
+ * whose custom IDs do still work, but cannot be listed.
+ */
+export function isSessionKey(key: string, prefix: string): boolean {
+  return key.length > prefix.length && key.startsWith(prefix) && !key.includes(':', prefix.length)
 }
 
 /** Runs `work` on every item with at most CONCURRENCY at once; rejects with the first failure. */

@@ -1,4 +1,6 @@
 export type { Serializer } from './codec.js'
-export { MemcacheStoreError } from './errors.js'
-export type { Logger, MemcacheStoreOptions, WeightedServer } from './options.js'
+export type { SecretInput, SecretOption } from './crypto.js'
+export { ERROR_CODES, type ErrorCode, type ErrorKind, MemcacheStoreError, type Operation } from './errors.js'
+export type { ServerState } from './memcached/memcached.js'
+export type { Logger, MemcacheStoreOptions, MemjsClientLike, WeightedServer } from './options.js'
 export { MemcacheStore } from './store.js'

@@ -1,4 +1,4 @@
-import { MemcacheStoreError, redactId } from './errors.js'
+import { MemcacheStoreError, type Operation, redactId } from './errors.js'
 
 /** memcached rejects longer keys and, over the binary protocol, closes the connection. */
 export const MAX_KEY_BYTES = 250
@@ -20,7 +20,7 @@ export function keyProblem(key: string): string | undefined {
 }
 
 /** The memcached key of a session: `prefix + sid`, or an error saying why that key is unusable. */
-export function sessionKey(prefix: string, sid: unknown, operation: string): string {
+export function sessionKey(prefix: string, sid: unknown, operation: Operation): string {
   if (typeof sid !== 'string' || sid.length === 0) {
     throw new MemcacheStoreError(
       'EBADKEY',

@@ -1,38 +1,56 @@
-type Waiters = Array<() => void>
-
-/** The entry of a key locked with nobody waiting: shared, never written to. */
-const NO_WAITERS: Waiters = Object.freeze([]) as unknown as Waiters
+import { Mutex } from 'async-mutex'
 
 /**
- * One lock per key, held while a store operation on that session runs. A key's entry exists only
- * while the lock is held or waited for (its waiters, in arrival order), so the table never holds more
- * entries than there are sessions in use. Taking a free lock costs one Map entry: no promise, no
- * allocation (every store operation takes one).
+ * One lock per session key, held while a store operation on that session runs, so that operations
+ * on one session never interleave inside this process. An uncontended lock costs one Map entry and
+ * no allocation (every store operation takes one); an async-mutex Mutex is created only when a
+ * second operation arrives for a busy session, and dropped once nobody holds or waits for it.
  */
-export class KeyedLocks {
-  readonly #waiters = new Map<string, Waiters>()
+export class SessionLocks {
+  /** null: held, nobody waiting. */
+  readonly #held = new Map<string, Mutex | null>()
 
-  /** Keys currently locked or waited for. */
+  /** Sessions locked or waited for. */
   get size(): number {
-    return this.#waiters.size
+    return this.#held.size
   }
 
-  /** Calls `onTurn` once the lock of `key` is this caller's: at once when it is free. Each turn must end with `release`. */
-  acquire(key: string, onTurn: () => void): void {
-    const queue = this.#waiters.get(key)
-    if (queue === undefined) {
-      this.#waiters.set(key, NO_WAITERS)
+  /**
+   * Calls `onTurn` once the lock of `key` is this caller's: at once when it is free. Each turn must
+   * end with `release`. `onCancelled` is called instead when `cancelWaiters` ends the wait.
+   */
+  acquire(key: string, onTurn: () => void, onCancelled: (err: unknown) => void): void {
+    const entry = this.#held.get(key)
+    if (entry === undefined) {
+      this.#held.set(key, null)
       onTurn()
-    } else if (queue === NO_WAITERS) this.#waiters.set(key, [onTurn])
-    else queue.push(onTurn)
+      return
+    }
+    let mutex = entry
+    if (mutex === null) {
+      mutex = new Mutex()
+      // The holder took the lock before the mutex existed: lock it on the holder's behalf (an
+      // async-mutex acquire of a free mutex locks synchronously; its release is `mutex.release()`).
+      void mutex.acquire()
+      this.#held.set(key, mutex)
+    }
+    mutex.acquire().then(onTurn, onCancelled)
   }
 
-  /** Hands the lock of `key` straight to its next waiter, or frees the key. */
+  /** Passes the lock of `key` to its next waiter, or frees it. */
   release(key: string): void {
-    const waiting = this.#waiters.get(key)
-    if (waiting === undefined) return
-    // NO_WAITERS is frozen: shift() would throw on it even though it is empty.
-    if (waiting.length > 0) (waiting.shift() as () => void)()
-    else this.#waiters.delete(key)
+    const entry = this.#held.get(key)
+    if (entry === undefined) return
+    if (entry === null) {
+      this.#held.delete(key)
+      return
+    }
+    entry.release()
+    if (!entry.isLocked()) this.#held.delete(key)
+  }
+
+  /** Ends every wait with async-mutex's cancellation error (the store is closing). */
+  cancelWaiters(): void {
+    for (const entry of this.#held.values()) entry?.cancel()
   }
 }

@@ -1,6 +1,7 @@
+import type tls from 'node:tls'
 import type { SessionData } from 'express-session'
-import type memjs from 'memjs'
 import type { Serializer } from './codec.js'
+import { checkSecret, type SecretKeyring, type SecretOption } from './crypto.js'
 import { keyProblem } from './keys.js'
 import type { TtlOption } from './ttl.js'
 
@@ -11,7 +12,7 @@ export interface Logger {
 
 /** A server with its relative share of sessions: `{ address: 'cache-1:11211', weight: 2 }`. */
 export interface WeightedServer {
-  /** `host:port` or `user:pass@host:port`. */
+  /** `host:port` or `user:pass@host:port`; a host without a port means 11211. */
   address: string
   /**
    * The server's share of sessions relative to the others (ketama weighting).
@@ -20,25 +21,46 @@ export interface WeightedServer {
   weight?: number
 }
 
+/** What the store reads from a memjs Client passed as `client`: its servers and their credentials. */
+export interface MemjsClientLike {
+  servers: ReadonlyArray<{ host: string; port: number; username?: string; password?: string }>
+  /** memjs's documented placement hook: the index in `servers` of the server that holds a key. */
+  getServer?(key: string): number | string
+}
+
 export interface MemcacheStoreOptions {
   /**
    * memcached servers as `"host:port,host:port"` or an array, each optionally `user:pass@host:port`
-   * or a `{ address, weight }` object. Several servers share the sessions by ketama consistent hashing.
+   * or a `{ address, weight }` object; a host without a port means 11211. Several servers share the
+   * sessions by ketama consistent hashing.
    * @default process.env.MEMCACHIER_SERVERS, then process.env.MEMCACHE_SERVERS, then "localhost:11211"
    */
   servers?: string | Array<string | WeightedServer>
   /**
-   * SASL username for every server without credentials in its address.
+   * Username for every server without credentials in its address: SASL with the binary protocol,
+   * memcached's token authentication (-Y) with meta.
    * @default process.env.MEMCACHIER_USERNAME, then process.env.MEMCACHE_USERNAME
    */
   username?: string
   /**
-   * SASL password, given together with `username`.
+   * Password, given together with `username`.
    * @default process.env.MEMCACHIER_PASSWORD, then process.env.MEMCACHE_PASSWORD
    */
   password?: string
-  /** An existing memjs client to use instead of creating one; the store then never closes it. */
-  client?: memjs.Client
+  /**
+   * `'binary'` (memjs) or `'meta'` (memcached's meta commands, for servers that refuse the binary
+   * protocol: ElastiCache Serverless, memcached -B ascii, memcached's proxy).
+   * @default "binary"
+   */
+  protocol?: 'binary' | 'meta'
+  /**
+   * TLS for every connection: `true`, or Node's `tls.connect` options (`ca`, `cert`/`key` for mutual
+   * TLS, `servername`, `rejectUnauthorized`...). Certificates and host names are verified by default.
+   * @default undefined (plain TCP)
+   */
+  tls?: boolean | tls.ConnectionOptions
+  /** A memjs Client whose servers and credentials the store uses (it opens its own connections to them). */
+  client?: MemjsClientLike
   /**
    * Prepended to every session ID to form its memcached key.
    * @default "sess:"
@@ -51,26 +73,25 @@ export interface MemcacheStoreOptions {
    */
   ttl?: number | ((sess: SessionData) => number)
   /**
-   * Turns session data into text and back.
+   * Turns session data into text and back; both functions must be synchronous.
    * @default JSON
    */
   serializer?: Serializer
   /**
-   * When true, `touch` does nothing: sessions expire a TTL after their last write.
+   * When true, `touch` does nothing and reads do not extend the expiry: sessions expire a TTL after their last write.
    * @default false
    */
   disableTouch?: boolean
   /**
    * Seconds during which `touch` is skipped for a session this process already wrote or touched
-   * (connect-mongo's option): fewer writes on read-heavy sites, at the price of the stored expiry
-   * lagging the cookie's by up to this long. Keep it well below the session lifetime. Memory is
-   * bounded (at most 40,000 remembered sessions). `0` touches every time.
+   * (connect-mongo's option). Memory is bounded (at most 40,000 remembered sessions). `0` touches every time.
    * @default 0
    */
   touchAfter?: number
   /**
    * When true, a memcached failure is logged (once per burst) instead of passed on: `get` yields no
-   * session and `set`, `touch` and `destroy` succeed without writing (Rack::Session::Memcache's way).
+   * session and `set` and `touch` succeed without writing. `destroy` always passes its error on: a
+   * logout that did not happen must not look like one.
    * @default false
    */
   failOpen?: boolean
@@ -82,7 +103,8 @@ export interface MemcacheStoreOptions {
    */
   merge?: boolean
   /**
-   * Milliseconds after which any store operation settles with an error, whatever memcached does.
+   * Milliseconds after which any store operation settles with an error, whatever memcached does
+   * (the wait for the session's lock included).
    * @default 1000
    */
   timeout?: number
@@ -91,8 +113,6 @@ export interface MemcacheStoreOptions {
    * @default 1048576
    */
   maxItemSize?: number
-  /** Options for the memjs client the store creates (`username`, `password`, `keepAlive`, ...). */
-  memjs?: memjs.ClientOptions & memjs.ServerOptions
   /**
    * Receives one line per burst of swallowed failures (with `failOpen`) and per unreadable stored
    * value. `false` silences the store.
@@ -100,19 +120,38 @@ export interface MemcacheStoreOptions {
    */
   logger?: Logger | false
   /**
-   * Encrypts sessions at rest (AES-256-GCM, key derived with scrypt). An array rotates secrets: the
-   * first encrypts, every one decrypts. Unset, sessions are stored as plain serialized text.
-   * @default undefined
+   * Encrypts sessions at rest (AES-256-GCM). At least 32 characters (`openssl rand -base64 32`) or a
+   * 32-byte Buffer. An array rotates secrets: the first encrypts, every one decrypts.
+   * @default undefined (sessions are stored as plain serialized text)
    */
-  secret?: string | string[]
+  secret?: SecretOption
+}
+
+/** One server, parsed. */
+export interface ServerOption {
+  host: string
+  port: number
+  /** Relative share of sessions. */
+  weight: number
+  /** Credentials from the address itself, which win over `username`/`password`. */
+  credentials: Credentials | undefined
+}
+
+export interface Credentials {
+  username: string
+  password: string
 }
 
 export interface ResolvedOptions {
-  servers: string | undefined
-  /** Relative shares, one per server in `servers` order; undefined when no server has a weight. */
-  weights: number[] | undefined
-  credentials: { username: string; password: string } | undefined
-  client: memjs.Client | undefined
+  servers: ServerOption[]
+  /** Where the server list came from, for messages about connection failures. */
+  serversFrom: 'servers' | 'client' | 'MEMCACHIER_SERVERS' | 'MEMCACHE_SERVERS' | 'default'
+  /** Credentials for servers without their own (options, then the environment). */
+  credentials: Credentials | undefined
+  /** A given memjs client's own placement (its `getServer` replaced by the user), else undefined: ketama. */
+  placement: ((key: string) => number) | undefined
+  protocol: 'binary' | 'meta'
+  tls: tls.ConnectionOptions | undefined
   prefix: string
   ttl: TtlOption
   serializer: Serializer
@@ -122,13 +161,13 @@ export interface ResolvedOptions {
   merge: boolean
   timeout: number
   maxItemSize: number
-  memjs: memjs.ClientOptions & memjs.ServerOptions
   logger: Logger | undefined
-  secrets: string[] | undefined
+  secrets: SecretKeyring | undefined
 }
 
 /** Every default, in one place. */
 export const DEFAULTS = {
+  protocol: 'binary',
   prefix: 'sess:',
   ttl: 86_400,
   serializer: JSON as Serializer,
@@ -140,56 +179,80 @@ export const DEFAULTS = {
   maxItemSize: 1_048_576,
 } as const
 
-const KNOWN_OPTIONS = new Set([
-  'servers',
-  'username',
-  'password',
-  'client',
-  'prefix',
-  'ttl',
-  'serializer',
-  'disableTouch',
-  'touchAfter',
-  'failOpen',
-  'merge',
-  'timeout',
-  'maxItemSize',
-  'memjs',
-  'logger',
-  'secret',
-])
+export const DEFAULT_SERVER = 'localhost:11211'
+const DEFAULT_PORT = 11211
 
-// "[user:pass@]host[:port]"; memjs splits on ':' so IPv6 literals cannot be expressed.
-const SERVER_PATTERN = /^(?:[^@\s,]*@)?[^:@\s,]+(?::\d{1,5})?$/
+/** Every option, checked by the compiler against the interface: adding one means adding it here. */
+const KNOWN_OPTIONS = {
+  servers: true,
+  username: true,
+  password: true,
+  protocol: true,
+  tls: true,
+  client: true,
+  prefix: true,
+  ttl: true,
+  serializer: true,
+  disableTouch: true,
+  touchAfter: true,
+  failOpen: true,
+  merge: true,
+  timeout: true,
+  maxItemSize: true,
+  logger: true,
+  secret: true,
+} as const satisfies Record<keyof MemcacheStoreOptions, true>
+
+/** Options of other stores that users bring along, and what to use here instead. */
+const FOREIGN_OPTIONS: Record<string, string> = {
+  disableTTL: "this store always gives memcached an expiry; `ttl: 0` stores sessions without one (memcached's LRU decides)",
+  scanCount: "listing sessions uses memcached's `lru_crawler metadump`, which has no batch size: call `ids()` or `all()`",
+  memjs:
+    "the store opens its own connections: pass credentials as `username`/`password` and the deadline as `timeout` (memjs's retries and failover are unsafe for sessions)",
+  expires: 'use `ttl` (seconds)',
+  hosts: 'use `servers`',
+  host: 'use `servers: "host:port"`',
+  port: 'use `servers: "host:port"`',
+  ttlSeconds: 'use `ttl` (seconds)',
+}
+
+// "[user:pass@]host[:port]"; IPv6 literals are not supported.
+const SERVER_PATTERN = /^(?:([^@\s,]*)@)?([^:@\s,]+)(?::(\d{1,5}))?$/
 
 /** Checks every option and fills in defaults; a TypeError quotes whatever is wrong. */
-export function resolveOptions(options: MemcacheStoreOptions = {}): ResolvedOptions {
+export function resolveOptions(options: MemcacheStoreOptions = {}, env: NodeJS.ProcessEnv = process.env): ResolvedOptions {
   if (typeof options !== 'object' || options === null) {
     throw new TypeError(`Expected options to be an object, got ${quote(options)}`)
   }
   for (const name of Object.keys(options)) {
-    if (!KNOWN_OPTIONS.has(name)) throw new TypeError(`Unknown option \`${name}\`; known options: ${[...KNOWN_OPTIONS].join(', ')}`)
+    if (!Object.hasOwn(KNOWN_OPTIONS, name)) throw new TypeError(unknownOption(name))
   }
-  const { servers, client, memjs: memjsOptions, logger } = options
+  const { servers, client, logger } = options
   const prefix = options.prefix ?? DEFAULTS.prefix
   const ttl = options.ttl ?? DEFAULTS.ttl
   const serializer = options.serializer ?? DEFAULTS.serializer
   const timeout = options.timeout ?? DEFAULTS.timeout
   const maxItemSize = options.maxItemSize ?? DEFAULTS.maxItemSize
   const touchAfter = options.touchAfter ?? DEFAULTS.touchAfter
+  const protocol = options.protocol ?? DEFAULTS.protocol
 
-  const serverList = servers === undefined ? undefined : checkServers(servers)
-  const credentials = checkCredentials(options.username, options.password, memjsOptions)
   if (client !== undefined) {
     if (typeof client !== 'object' || client === null || !Array.isArray((client as { servers?: unknown }).servers)) {
       throw new TypeError(`Expected \`client\` to be a memjs Client, got ${quote(client)}`)
     }
-    if (servers !== undefined || memjsOptions !== undefined || credentials !== undefined) {
+    if (servers !== undefined || options.username !== undefined || options.password !== undefined) {
       throw new TypeError(
-        'Pass either `client` or `servers`/`username`/`password`/`memjs`, not both: an existing client brings its own servers and options',
+        'Pass either `client` or `servers`/`username`/`password`, not both: an existing client brings its own servers and credentials',
       )
     }
   }
+  const explicit = checkCredentials(options.username, options.password)
+  const credentials = explicit ?? credentialsFromEnv(env)
+  const { list, from } = serverList(servers, client, env)
+  if (protocol !== 'binary' && protocol !== 'meta') {
+    throw new TypeError(`Expected \`protocol\` to be "binary" or "meta", got ${quote(protocol)}`)
+  }
+  const tlsOptions = checkTls(options.tls)
   if (typeof prefix !== 'string') throw new TypeError(`Expected \`prefix\` to be a string, got ${quote(prefix)}`)
   const prefixProblem = prefix === '' ? undefined : keyProblem(prefix)
   if (prefixProblem !== undefined)
@@ -212,23 +275,17 @@ export function resolveOptions(options: MemcacheStoreOptions = {}): ResolvedOpti
   if (!(Number.isSafeInteger(maxItemSize) && maxItemSize >= 1024)) {
     throw new TypeError(`Expected \`maxItemSize\` to be a whole number of bytes of at least 1024, got ${quote(maxItemSize)}`)
   }
-  if (memjsOptions !== undefined && (typeof memjsOptions !== 'object' || memjsOptions === null)) {
-    throw new TypeError(`Expected \`memjs\` to be an object of memjs client options, got ${quote(memjsOptions)}`)
-  }
-  if (memjsOptions?.failover) {
-    throw new TypeError(
-      '`memjs.failover` is not supported: moving a dead server\'s sessions to another server serves stale sessions when it returns (see the README, "Running on a cluster")',
-    )
-  }
   if (logger !== undefined && logger !== false && typeof (logger as Logger | null)?.warn !== 'function') {
     throw new TypeError(`Expected \`logger\` to have a \`warn\` method, or to be false, got ${quote(logger)}`)
   }
 
   return {
-    servers: serverList?.servers,
-    weights: serverList?.weights,
+    servers: list,
+    serversFrom: from,
     credentials,
-    client,
+    placement: clientPlacement(client),
+    protocol,
+    tls: tlsOptions,
     prefix,
     ttl: typeof ttl === 'number' ? Math.ceil(ttl) : ttl,
     serializer,
@@ -238,31 +295,80 @@ export function resolveOptions(options: MemcacheStoreOptions = {}): ResolvedOpti
     merge,
     timeout,
     maxItemSize,
-    memjs: memjsOptions ?? {},
     logger: logger === false ? undefined : (logger ?? console),
-    secrets: options.secret === undefined ? undefined : checkSecrets(options.secret),
+    secrets: options.secret === undefined ? undefined : checkSecret(options.secret),
   }
 }
 
-/**
- * The servers as memjs wants them (one comma-separated string without spaces) and their weights.
- * memjs splits `user:pass@host:port` on ':' and '@', so neither may appear in a username or password
- * given this way, and IPv6 literals cannot be expressed.
- */
-function checkServers(servers: unknown): { servers: string; weights: number[] | undefined } {
+/** An unknown option's message: what to use instead for other stores' options, else the closest known name. */
+function unknownOption(name: string): string {
+  const pointer = FOREIGN_OPTIONS[name]
+  if (pointer) return `Unknown option \`${name}\`: ${pointer}`
+  const known = Object.keys(KNOWN_OPTIONS)
+  const closest = known
+    .map((candidate) => ({ candidate, distance: editDistance(name.toLowerCase(), candidate.toLowerCase()) }))
+    .sort((a, b) => a.distance - b.distance)[0]
+  const suggestion = closest.distance <= Math.max(2, Math.floor(name.length / 3)) ? ` Did you mean \`${closest.candidate}\`?` : ''
+  return `Unknown option \`${name}\`.${suggestion} Known options: ${known.join(', ')}`
+}
+
+function editDistance(a: string, b: string): number {
+  let previous = Array.from({ length: b.length + 1 }, (_, i) => i)
+  for (let i = 1; i <= a.length; i++) {
+    const current = [i]
+    for (let j = 1; j <= b.length; j++) {
+      current[j] = Math.min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (a[i - 1] === b[j - 1] ? 0 : 1))
+    }
+    previous = current
+  }
+  return previous[b.length]
+}
+
+/** A memjs client's `getServer` when the user replaced memjs's own (`hash % servers.length`). */
+function clientPlacement(client: MemjsClientLike | undefined): ((key: string) => number) | undefined {
+  const getServer = client?.getServer
+  if (typeof getServer !== 'function' || !Object.hasOwn(client as object, 'getServer')) return undefined
+  return (key) => Number(getServer.call(client, key))
+}
+
+function serverList(
+  servers: unknown,
+  client: MemjsClientLike | undefined,
+  env: NodeJS.ProcessEnv,
+): { list: ServerOption[]; from: ResolvedOptions['serversFrom'] } {
+  if (client !== undefined) {
+    const list = client.servers.map((server) => ({
+      host: server.host,
+      port: server.port,
+      weight: 1,
+      credentials: server.username && server.password ? { username: server.username, password: server.password } : undefined,
+    }))
+    if (list.length === 0) throw new TypeError('Expected `client` to have at least one server')
+    return { list, from: 'client' }
+  }
+  if (servers !== undefined) return { list: checkServers(servers, '`servers`'), from: 'servers' }
+  for (const name of ['MEMCACHIER_SERVERS', 'MEMCACHE_SERVERS'] as const) {
+    const value = env[name]
+    if (value) return { list: checkServers(value, name), from: name }
+  }
+  return { list: checkServers(DEFAULT_SERVER, 'the default'), from: 'default' }
+}
+
+/** The servers, parsed; a weight of 1 unless given. */
+function checkServers(servers: unknown, source: string): ServerOption[] {
   const list = typeof servers === 'string' ? servers.split(',') : servers
   if (!Array.isArray(list) || list.length === 0) {
-    throw new TypeError(`Expected \`servers\` to be a "host:port,host:port" string or an array of "host:port", got ${quote(servers)}`)
+    throw new TypeError(`Expected ${source} to be a "host:port,host:port" string or an array of "host:port", got ${quote(servers)}`)
   }
-  const addresses: string[] = []
-  const weights: number[] = []
+  const parsed: ServerOption[] = []
   for (const entry of list) {
     const weighted = typeof entry === 'object' && entry !== null
     const address: unknown = weighted ? (entry as WeightedServer).address : entry
     const weight: unknown = weighted ? ((entry as WeightedServer).weight ?? 1) : 1
-    if (typeof address !== 'string' || !isServerAddress(address.trim())) {
+    const server = typeof address === 'string' ? parseServer(address.trim()) : undefined
+    if (server === undefined) {
       throw new TypeError(
-        `Expected each of \`servers\` to look like "host:port", "user:pass@host:port" or { address: "host:port", weight: 2 }, got ${quote(withoutPassword(entry))}`,
+        `Expected each of ${source} to look like "host:port", "user:pass@host:port" or { address: "host:port", weight: 2 }, got ${quote(withoutPassword(entry))}`,
       )
     }
     if (weighted) {
@@ -272,10 +378,21 @@ function checkServers(servers: unknown): { servers: string; weights: number[] | 
     if (!(typeof weight === 'number' && Number.isFinite(weight) && weight > 0)) {
       throw new TypeError(`Expected the weight of server ${JSON.stringify(address)} to be a positive number, got ${quote(weight)}`)
     }
-    addresses.push(address.trim())
-    weights.push(weight)
+    parsed.push({ ...server, weight })
   }
-  return { servers: addresses.join(','), weights: weights.every((weight) => weight === 1) ? undefined : weights }
+  return parsed
+}
+
+function parseServer(address: string): Omit<ServerOption, 'weight'> | undefined {
+  const match = SERVER_PATTERN.exec(address)
+  if (!match) return undefined
+  const [, userPass, host, portText] = match
+  const port = portText === undefined ? DEFAULT_PORT : Number(portText)
+  if (port < 1 || port > 65535) return undefined
+  if (userPass === undefined) return { host, port, credentials: undefined }
+  const colon = userPass.indexOf(':')
+  if (colon <= 0 || colon === userPass.length - 1 || userPass.indexOf(':', colon + 1) >= 0) return undefined
+  return { host, port, credentials: { username: userPass.slice(0, colon), password: userPass.slice(colon + 1) } }
 }
 
 /** A `servers` entry as it may appear in a message: the password replaced by `***`. */
@@ -284,42 +401,30 @@ function withoutPassword(entry: unknown): unknown {
   return typeof entry === 'object' && entry !== null ? { ...entry, address: hide((entry as WeightedServer).address) } : hide(entry)
 }
 
-function isServerAddress(address: string): boolean {
-  if (!SERVER_PATTERN.test(address)) return false
-  const at = address.lastIndexOf('@')
-  if (at >= 0 && address.slice(0, at).split(':').length !== 2) return false
-  const port = /:(\d+)$/.exec(address)?.[1]
-  return port === undefined || (Number(port) >= 1 && Number(port) <= 65535)
-}
-
-function checkCredentials(username: unknown, password: unknown, memjsOptions: unknown): ResolvedOptions['credentials'] {
+function checkCredentials(username: unknown, password: unknown): Credentials | undefined {
   if (username === undefined && password === undefined) return undefined
   if (typeof username !== 'string' || username === '' || typeof password !== 'string' || password === '') {
     throw new TypeError(
       `Expected \`username\` and \`password\` to be given together as non-empty strings, got username ${quote(username)} and password of type ${password === null ? 'null' : typeof password}`,
     )
   }
-  const fromMemjs = memjsOptions as { username?: unknown; password?: unknown } | undefined
-  if (fromMemjs?.username !== undefined || fromMemjs?.password !== undefined) {
-    throw new TypeError('Give SASL credentials once: either `username`/`password` or `memjs.username`/`memjs.password`')
-  }
   return { username, password }
 }
 
-/** The secrets as a non-empty array of non-empty strings. Messages never quote a secret. */
-function checkSecrets(secret: unknown): string[] {
-  const list = Array.isArray(secret) ? secret : [secret]
-  const bad = list.findIndex((entry) => typeof entry !== 'string' || entry === '')
-  if (list.length === 0 || bad >= 0) {
-    const got = list.length === 0 ? 'an empty array' : describeSecret(list[bad], Array.isArray(secret) ? bad : undefined)
-    throw new TypeError(`Expected \`secret\` to be a non-empty string or a non-empty array of them, got ${got}`)
-  }
-  return list as string[]
+/** memjs's environment variables, in memjs's order. */
+function credentialsFromEnv(env: NodeJS.ProcessEnv): Credentials | undefined {
+  const username = env.MEMCACHIER_USERNAME || env.MEMCACHE_USERNAME
+  const password = env.MEMCACHIER_PASSWORD || env.MEMCACHE_PASSWORD
+  return username && password ? { username, password } : undefined
 }
 
-function describeSecret(value: unknown, index: number | undefined): string {
-  const what = value === '' ? 'an empty string' : value === null ? 'null' : Array.isArray(value) ? 'an array' : `a ${typeof value}`
-  return index === undefined ? what : `${what} at index ${index}`
+function checkTls(option: unknown): tls.ConnectionOptions | undefined {
+  if (option === undefined || option === false) return undefined
+  if (option === true) return {}
+  if (typeof option !== 'object' || option === null || Array.isArray(option)) {
+    throw new TypeError(`Expected \`tls\` to be true or an object of Node's tls.connect options, got ${quote(option)}`)
+  }
+  return option as tls.ConnectionOptions
 }
 
 function checkBoolean(name: string, value: unknown): boolean {

@@ -53,3 +53,16 @@ export function cookieExpiry(sess: unknown): number | undefined {
 function validTime(ms: number): number | undefined {
   return Number.isFinite(ms) ? ms : undefined
 }
+
+/**
+ * The lifetime express-session's next `touch` (or save) of this loaded session will ask for: it
+ * first resets the cookie to `originalMaxAge` from now. A cookie with a fixed `expires` and no
+ * `originalMaxAge` keeps its expiry; a cookie without expiry uses `ttl`.
+ */
+export function renewedLifetimeSeconds(sess: SessionData, ttl: TtlOption, now = Date.now()): number {
+  if (typeof ttl === 'function') return lifetimeSeconds(sess, ttl, now)
+  const originalMaxAge = (sess as { cookie?: { originalMaxAge?: unknown } }).cookie?.originalMaxAge
+  if (typeof originalMaxAge === 'number' && Number.isFinite(originalMaxAge))
+    return originalMaxAge <= 0 ? -1 : Math.ceil(originalMaxAge / 1000)
+  return lifetimeSeconds(sess, ttl, now)
+}

@@ -164,7 +164,7 @@ describe('placement', () => {
       )
     }
     assert.throws(() => new MemcacheStore({ servers: [{ address, wieght: 2 } as never] }), /Unknown field `wieght`/)
-    assert.throws(() => new MemcacheStore({ memjs: { failover: true } }), /failover/)
+    assert.throws(() => new MemcacheStore({ memjs: { failover: true } } as never), /Unknown option `memjs`: .*failover are unsafe/)
   })
 })
 

@@ -221,14 +221,14 @@ describe('servers that cannot be listed', () => {
     writeFileSync(join(dir, 'memcached.conf'), `mech_list: plain\nsasldb_path: ${join(dir, 'sasldb')}\n`)
     execFileSync('saslpasswd2', ['-p', '-a', 'memcached', '-c', '-f', join(dir, 'sasldb'), 'alice'], { input: 'pw' })
     const sasl = await MemcachedServer.start({ args: ['-S'], env: { SASL_CONF_PATH: dir }, sasl: true })
-    const store = new MemcacheStore({ servers: sasl.address, logger: false, memjs: { username: 'alice', password: 'pw' } })
+    const store = new MemcacheStore({ servers: sasl.address, logger: false, username: 'alice', password: 'pw' })
     try {
       await store.set('abc', plainSession({ user: 'ada' }))
       assert.ok(await store.get('abc'), 'the binary protocol works with SASL')
     } finally {
       await store.close()
     }
-    await expectFailure(sasl, /only the binary protocol \(started with -S/, 'ECONNCLOSED', { memjs: { username: 'alice', password: 'pw' } })
+    await expectFailure(sasl, /only the binary protocol \(started with -S/, 'ECONNCLOSED', { username: 'alice', password: 'pw' })
     rmSync(dir, { recursive: true, force: true })
   })
 

@@ -12,7 +12,7 @@ import { MemcacheStore, MemcacheStoreError } from '../lib/index.ts'
 import { testApp } from './harness/app.ts'
 import { brokenListener, loadLoop, watchProcess } from './harness/faults.ts'
 import { freePort, MemcachedServer, sleep } from './harness/memcached.ts'
-import { newSession, plainSession, randomId } from './harness/stores.ts'
+import { assertIdle, newSession, plainSession, randomId } from './harness/stores.ts'
 
 const TIMEOUT = 300
 // A settle may overrun the timeout by the event loop's own delays on a loaded 2-core machine.
@@ -34,7 +34,9 @@ function assertGoodErrors(results: Array<{ ok: boolean; error?: unknown }>, addr
     if (ok) continue
     assert.ok(error instanceof MemcacheStoreError, `an Error, not ${typeof error}: ${String(error)}`)
     assert.ok(error.message.includes(address), `names the server: ${error.message}`)
-    assert.match(error.message, /memcached (get|set|touch|destroy|GET|SET|ADD|REPLACE|DELETE|TOUCH)/, error.message)
+    assert.match(error.message, /^(memcached )?(get|gat|set|add|replace|cas|delete|touch|destroy) of /, error.message)
+    assert.equal(error.server, address)
+    assert.equal(typeof error.sent, 'boolean')
     for (const sid of sids) assert.ok(!error.message.includes(sid), `no whole session ID: ${error.message}`)
   }
 }
@@ -95,7 +97,7 @@ describe('bounded time', () => {
       )
       assert.ok(worst(results) < TIMEOUT + SLACK, `worst ${worst(results)} ms`)
       assert.ok(recovery < 2000)
-      assert.deepEqual(store.diagnostics(), { operationsInFlight: 0, requestsInFlight: 0, lockedSessions: 0 })
+      assertIdle(store)
     } finally {
       await store.close()
       await server.stop()
@@ -302,7 +304,7 @@ describe('memory stays bounded', () => {
       figures.push(
         `200,000 operations over 100,000 IDs: heap ${grewMb >= 0 ? '+' : ''}${grewMb.toFixed(1)} MB, lock table ${store.diagnostics().lockedSessions}`,
       )
-      assert.deepEqual(store.diagnostics(), { operationsInFlight: 0, requestsInFlight: 0, lockedSessions: 0 })
+      assertIdle(store)
       assert.ok(grewMb < 5, `heap grew ${grewMb.toFixed(1)} MB`)
     } finally {
       await store.close()

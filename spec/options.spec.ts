@@ -26,8 +26,12 @@ const invalid: Array<[string, Record<string, unknown>, RegExp]> = [
   ['an infinite timeout', { timeout: Number.POSITIVE_INFINITY }, /`timeout`/],
   ['a fractional maxItemSize', { maxItemSize: 1024.5 }, /`maxItemSize`.*got `1024.5` \(number\)/],
   ['a tiny maxItemSize', { maxItemSize: 10 }, /`maxItemSize`.*at least 1024/],
-  ['memjs options that are not an object', { memjs: 'fast' }, /`memjs` to be an object/],
-  ['memjs failover', { memjs: { failover: true } }, /failover/],
+  ['the old memjs pass-through', { memjs: { failover: true } }, /Unknown option `memjs`: the store opens its own connections/],
+  ["connect-redis's disableTTL", { disableTTL: true }, /Unknown option `disableTTL`: .*`ttl: 0`/],
+  ["connect-redis's scanCount", { scanCount: 100 }, /Unknown option `scanCount`: .*`ids\(\)`/],
+  ['a misspelt option', { failopen: true }, /Unknown option `failopen`\. Did you mean `failOpen`\?/],
+  ['a protocol that does not exist', { protocol: 'ascii' }, /`protocol` to be "binary" or "meta", got `"ascii"`/],
+  ['tls of the wrong type', { tls: 'yes' }, /`tls` to be true or an object/],
   ['a logger without warn', { logger: { log() {} } }, /`logger` to have a `warn` method/],
   ['client together with servers', { client: { servers: [] }, servers: 'a:1' }, /either `client` or/],
 ]
@@ -58,7 +62,17 @@ describe('option validation', () => {
     assert.equal(resolved.timeout, 1000)
     assert.equal(resolved.maxItemSize, 1_048_576)
     assert.equal(resolved.logger, console)
-    assert.equal(resolved.servers, undefined, "memjs's own order: MEMCACHIER_SERVERS, MEMCACHE_SERVERS, localhost:11211")
+    assert.equal(resolved.protocol, 'binary')
+    assert.equal(resolved.tls, undefined)
+    assert.deepEqual(resolveOptions({}, {}).servers, [{ host: 'localhost', port: 11211, weight: 1, credentials: undefined }])
+    assert.equal(resolveOptions({}, {}).serversFrom, 'default')
+    // memjs's own order: MEMCACHIER_SERVERS, MEMCACHE_SERVERS, localhost:11211.
+    const fromEnv = resolveOptions(
+      {},
+      { MEMCACHIER_SERVERS: 'a:1', MEMCACHE_SERVERS: 'b:2', MEMCACHE_USERNAME: 'u', MEMCACHE_PASSWORD: 'p' },
+    )
+    assert.equal(fromEnv.serversFrom, 'MEMCACHIER_SERVERS')
+    assert.deepEqual(fromEnv.credentials, { username: 'u', password: 'p' })
     new MemcacheStore({ servers: '127.0.0.1:1' })
   })
 
@@ -68,8 +82,9 @@ describe('option validation', () => {
   })
 
   it('accepts servers as a string or an array, trimming spaces around entries', () => {
-    assert.equal(resolveOptions({ servers: 'a:1, b:2' }).servers, 'a:1,b:2')
-    assert.equal(resolveOptions({ servers: ['a:1', 'b'] }).servers, 'a:1,b')
+    const addresses = (servers: MemcacheStoreOptions['servers']) => resolveOptions({ servers }).servers.map((s) => `${s.host}:${s.port}`)
+    assert.deepEqual(addresses('a:1, b:2'), ['a:1', 'b:2'])
+    assert.deepEqual(addresses(['a:1', 'b']), ['a:1', 'b:11211'], 'a host without a port means 11211')
   })
 
   it('logger: false silences the store', () => {

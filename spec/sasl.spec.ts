@@ -4,7 +4,7 @@ import assert from 'node:assert/strict'
 import { after, before, describe, it } from 'node:test'
 import { MemcacheStore, MemcacheStoreError } from '../lib/index.ts'
 import { type SaslMemcached, startSaslMemcached } from './harness/sasl.ts'
-import { plainSession, randomId, uniquePrefix } from './harness/stores.ts'
+import { assertIdle, plainSession, randomId, uniquePrefix } from './harness/stores.ts'
 
 const USERS = { alice: 'wonderland', bob: 'builder' }
 /** The store's timeout in these tests; every failure must settle well within it plus scheduling slack. */
@@ -187,7 +187,7 @@ describe('wrong or missing credentials', () => {
   it('a store that failed to authenticate leaves nothing in flight', async () => {
     const store = create({ username: 'alice', password: 'nope' })
     await Promise.allSettled(Array.from({ length: 50 }, () => store.get(randomId())))
-    assert.deepEqual(store.diagnostics(), { operationsInFlight: 0, requestsInFlight: 0, lockedSessions: 0 })
+    assertIdle(store)
   })
 })
 
@@ -203,8 +203,11 @@ describe('credential options', () => {
     )
   })
 
-  it('refuses credentials given twice, and an address whose password memjs would cut at a colon', () => {
-    assert.throws(() => new MemcacheStore({ username: 'a', password: 'b', memjs: { username: 'a', password: 'b' } }), /once/)
+  it('refuses the old memjs pass-through option with a pointer, and an address whose password would be cut at a colon', () => {
+    assert.throws(
+      () => new MemcacheStore({ username: 'a', password: 'b', memjs: { username: 'a', password: 'b' } } as never),
+      /Unknown option `memjs`: .*`username`\/`password`/,
+    )
     assert.throws(
       () => new MemcacheStore({ servers: 'alice:pa:ss@127.0.0.1:11211' }),
       (err: Error) => err instanceof TypeError && !err.message.includes('pa:ss') && err.message.includes('alice:***@'),

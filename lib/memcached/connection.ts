@@ -1,339 +1,288 @@
 import type { Socket } from 'node:net'
-import { type ErrorCode, MemcacheStoreError, toError } from '../errors.js'
-import { Deadlines } from './deadlines.js'
+import { type ErrorCode, MemcacheStoreError } from '../errors.js'
+import { Fifo } from './fifo.js'
 import { ServerHealth } from './health.js'
-import { type MemjsClient, type MemjsResponse, type MemjsServer, serverAddress } from './memjs-internals.js'
-import { buildRequest, Opcode, RESPONSE_MAGIC, Status, statusText, storageExtras, touchExtras } from './protocol.js'
-import { WriteBatcher } from './write-batcher.js'
+import type { Command, Failure, OpenAttempt, Pending, Reply, RequestContext, Transport, WireProtocol } from './wire.js'
+import type { WriteBatcher } from './write-batcher.js'
 
-export interface Item {
-  value: Buffer
-  cas: Buffer
+/** Commands whose outcome is unknown once sent and unanswered: a timed-out write may still be applied. */
+const WRITES: ReadonlySet<string> = new Set(['set', 'add', 'replace', 'cas', 'delete', 'touch', 'gat'])
+
+/** Told when a server starts failing (its back-off begins) and when it answers again. */
+export type StateListener = (address: string, change: 'down' | 'up', error?: MemcacheStoreError) => void
+
+export interface ConnectionOptions {
+  transport: Transport
+  protocol: WireProtocol
+  timeoutMs: number
+  batcher: WriteBatcher
+  onStateChange?: StateListener
+  /** Added to a refused connection's reason: what to check (the default address, say). */
+  connectHint?: string
 }
-
-export type StorageMode = 'set' | 'add' | 'replace'
-
-/** `exists`: ADD found the key, or the CAS did not match. `notFound`: REPLACE or CAS found no key. */
-export type StorageResult = { status: 'stored'; cas: Buffer } | { status: 'exists' } | { status: 'notFound' }
-
-interface Pending {
-  server: MemjsServer
-  socket: Socket | undefined
-  operation: string
-  subject: string
-  probe: boolean
-  resolve(response: MemjsResponse): void
-  reject(err: MemcacheStoreError): void
-}
-
-// memjs writes the sequence number as an unsigned 32-bit field but wraps it as a signed one, so it
-// throws on every operation from 2^31 on; the counter is wrapped here well before that.
-const MAX_SEQ = 0x7fff0000
 
 /**
- * The memcached access layer: the only module that talks to memjs. It sends binary-protocol
- * requests through memjs's servers (for CAS, which memjs's methods lack) and settles
- * every one within `timeoutMs`, whatever memjs does: memjs leaves requests pending forever when the
- * server closes the connection, its own timeout never fires under continuous load, and its retries
- * would re-execute non-idempotent writes (this layer never retries).
+ * One server's connection, for either protocol: requests are written in order and memcached answers
+ * them in order, so each reply must answer the oldest request (the protocol's reader checks it).
+ * Every request settles within `timeoutMs`: a connection whose oldest request goes unanswered that
+ * long is reset, and so is one that breaks framing. A reset connection's bytes are never read again;
+ * the next request opens a new one, with fresh framing state. After a connection-level failure the
+ * server is refused for a back-off (`health`) instead of every request paying a timeout.
  */
-export class Memcached {
-  readonly client: MemjsClient
-  readonly timeoutMs: number
-  readonly #ownsClient: boolean
-  readonly #pending: Deadlines<Pending>
-  readonly #health = new Map<MemjsServer, ServerHealth>()
-  readonly #watchedSockets = new WeakSet<Socket>()
-  readonly #writes = new WriteBatcher()
+export class Connection {
+  readonly address: string
+  readonly health = new ServerHealth()
+  readonly #options: ConnectionOptions
+  /** The connection carrying requests, once opened and authenticated. */
+  #socket: Socket | undefined
+  #opening: OpenAttempt | undefined
+  /** Requests waiting for the connection to open. */
+  readonly #waiting = new Fifo<Pending>()
+  /** Requests written on `#socket`, oldest first: the order replies come in. */
+  readonly #written = new Fifo<Pending>()
+  #timer: NodeJS.Timeout | undefined
+  #opaque = 0
   #closed = false
 
-  constructor(client: MemjsClient, timeoutMs: number, ownsClient: boolean) {
-    this.client = client
-    this.timeoutMs = timeoutMs
-    this.#ownsClient = ownsClient
-    this.#pending = new Deadlines(timeoutMs, (seq, pending) => this.#expire(seq, pending))
+  constructor(options: ConnectionOptions) {
+    this.#options = options
+    this.address = `${options.transport.host}:${options.transport.port}`
   }
 
-  /** Requests sent and not yet settled. */
+  /** Requests written or waiting, not yet settled. */
   get inFlight(): number {
-    return this.#pending.size
+    return this.#written.length + this.#waiting.length
   }
 
-  get servers(): readonly MemjsServer[] {
-    return this.client.servers
+  get transport(): Transport {
+    return this.#options.transport
   }
 
-  /** The address of the server a key lives on, for messages. */
-  addressFor(key: string): string {
-    const server = this.#serverFor(key)
-    return server ? serverAddress(server) : 'no server'
+  /**
+   * Sends one command; `interpret` turns its reply into the result (it may throw a MemcacheStoreError).
+   * `ignoreBackoff` sends even while the server is in back-off (readiness checks).
+   */
+  request<T>(command: Command, context: RequestContext, interpret: (reply: Reply) => T, ignoreBackoff = false): Promise<T> {
+    return new Promise<T>((resolve, reject) => {
+      if (this.#closed) return reject(this.#error(command.name, context, { code: 'ECLOSED', reason: 'the store was closed', sent: false }))
+      const now = performance.now()
+      if (now >= context.deadline) {
+        const reason = `the operation's ${this.#options.timeoutMs} ms had passed before this request could be sent`
+        return reject(this.#error(command.name, context, { code: 'ETIMEDOUT', reason, sent: false }))
+      }
+      const admission = ignoreBackoff ? 'go' : this.health.admit(now)
+      if (admission === 'refuse') {
+        const failure = this.#refusal(now)
+        // Refused in a later turn of the event loop: a caller that retries on failure must not
+        // spin in microtasks and starve the timers and I/O that would let the server recover.
+        setImmediate(() => reject(this.#error(command.name, context, failure)))
+        return
+      }
+      this.#opaque = this.#opaque >= 0xfffffff0 ? 1 : this.#opaque + 1
+      const pending: Pending = {
+        command: command.name,
+        key: command.key,
+        opaque: this.#opaque,
+        bytes: this.#options.protocol.encode(command, this.#opaque),
+        context,
+        at: now + this.#options.timeoutMs,
+        probe: admission === 'probe',
+        resolve: (reply) => {
+          let result: T
+          try {
+            result = interpret(reply)
+          } catch (err) {
+            // interpret throws a Failure (a refusing reply); anything else is a bug to pass on as is.
+            return reject(err instanceof Error ? err : this.#error(command.name, context, this.#explained(err as Failure)))
+          }
+          resolve(result)
+        },
+        reject: (failure) => reject(this.#error(command.name, context, failure)),
+      }
+      if (this.#socket !== undefined) this.#write(this.#socket, pending)
+      else {
+        this.#waiting.push(pending)
+        this.#open()
+      }
+      this.#timer ??= setTimeout(this.#fire, this.#options.timeoutMs)
+    })
   }
 
-  async get(key: string, subject: string): Promise<Item | undefined> {
-    const server = this.#serverFor(key)
-    const response = await this.#send(server, 'GET', subject, (seq) => buildRequest(Opcode.get, key, seq))
-    const { status } = response.header
-    if (status === Status.notFound) return undefined
-    if (status !== Status.ok) throw this.#statusError(server, 'GET', subject, response)
-    return { value: response.val, cas: Buffer.from(response.header.cas) }
-  }
-
-  /** SET, ADD or REPLACE, with a CAS check when `cas` is given. */
-  async store(
-    mode: StorageMode,
-    key: string,
-    value: Buffer,
-    options: { expiry: number; cas?: Buffer },
-    subject: string,
-  ): Promise<StorageResult> {
-    const operation = mode.toUpperCase()
-    const extras = storageExtras(options.expiry)
-    const server = this.#serverFor(key)
-    const response = await this.#send(server, operation, subject, (seq) => buildRequest(Opcode[mode], key, seq, extras, value, options.cas))
-    const { status } = response.header
-    if (status === Status.ok) return { status: 'stored', cas: Buffer.from(response.header.cas) }
-    if (status === Status.exists) return { status: 'exists' }
-    if (status === Status.notFound) return { status: 'notFound' }
-    throw this.#statusError(server, operation, subject, response)
-  }
-
-  /** DELETE; false when there was nothing to delete. */
-  async delete(key: string, subject: string): Promise<boolean> {
-    const server = this.#serverFor(key)
-    const response = await this.#send(server, 'DELETE', subject, (seq) => buildRequest(Opcode.delete, key, seq))
-    if (response.header.status === Status.notFound) return false
-    if (response.header.status !== Status.ok) throw this.#statusError(server, 'DELETE', subject, response)
-    return true
-  }
-
-  /** TOUCH: a new expiry without rewriting the value; false when the key is missing. */
-  async touch(key: string, expiry: number, subject: string): Promise<boolean> {
-    const extras = touchExtras(expiry)
-    const server = this.#serverFor(key)
-    const response = await this.#send(server, 'TOUCH', subject, (seq) => buildRequest(Opcode.touch, key, seq, extras))
-    if (response.header.status === Status.notFound) return false
-    if (response.header.status !== Status.ok) throw this.#statusError(server, 'TOUCH', subject, response)
-    return true
-  }
-
-  /** A NOOP round trip to one server (after SASL authentication, when configured), ignoring any back-off. */
-  async ping(server: MemjsServer): Promise<void> {
-    const response = await this.#send(server, 'NOOP', 'a readiness check', (seq) => buildRequest(Opcode.noop, '', seq), true)
-    if (response.header.status !== Status.ok) throw this.#statusError(server, 'NOOP', 'a readiness check', response)
-  }
-
-  /** Settles everything in flight with an error and, when this layer created the client, closes it. */
+  /** Fails everything in flight with ECLOSED and closes the connection. */
   close(): void {
     if (this.#closed) return
     this.#closed = true
-    for (const [seq, { item }] of Array.from(this.#pending.items())) {
-      this.#fail(seq, item, 'ECLOSED', `memcached ${item.operation} of ${item.subject} abandoned: the store was closed`)
+    const reason = 'abandoned: the store was closed'
+    this.#opening?.abort()
+    this.#opening = undefined
+    for (const pending of this.#waiting.drain()) pending.reject({ code: 'ECLOSED', reason, sent: false })
+    const socket = this.#socket
+    this.#socket = undefined
+    for (const pending of this.#written.drain()) pending.reject({ code: 'ECLOSED', reason, sent: true })
+    socket?.destroy()
+    if (this.#timer) clearTimeout(this.#timer)
+    this.#timer = undefined
+  }
+
+  /** Builds the store's error for a failed request of `command`. */
+  error(command: string, context: RequestContext, failure: Failure): MemcacheStoreError {
+    return this.#error(command, context, failure)
+  }
+
+  #write(socket: Socket, pending: Pending): void {
+    // Requests made while another is in flight leave together at the end of this event-loop turn.
+    if (this.#written.length > 0) this.#options.batcher.hold(socket)
+    this.#written.push(pending)
+    pending.context.sent = true
+    socket.write(pending.bytes)
+  }
+
+  #open(): void {
+    if (this.#opening !== undefined || this.#closed) return
+    this.#opening = this.#options.transport.open({
+      ready: (socket) => {
+        this.#opening = undefined
+        if (this.#closed) return void socket.destroy()
+        this.#use(socket)
+      },
+      failed: (code, reason, cause) => {
+        this.#opening = undefined
+        const hint = code === 'ECONNECTION' && this.#options.connectHint ? ` (${this.#options.connectHint})` : ''
+        this.#failWaiting({ code, reason: reason + hint, sent: false, cause })
+      },
+    })
+  }
+
+  #use(socket: Socket): void {
+    this.#socket = socket
+    socket.setKeepAlive(true, 30_000)
+    const read = this.#options.protocol.reader({
+      expected: () => (this.#socket === socket ? this.#written.peek() : undefined),
+      reply: (reply) => {
+        if (this.#socket !== socket) return
+        const pending = this.#written.shift() as Pending
+        if (reply.status === 'authError') {
+          // memcached closes a connection that did not authenticate: what follows it fails the same way.
+          pending.resolve(reply)
+          const reason = this.#options.transport.authRefusal?.() ?? 'the server requires authentication'
+          return this.#lost(socket, { code: 'EAUTH', reason, sent: true })
+        }
+        if (this.health.failures !== 0) this.#recovered()
+        pending.resolve(reply)
+      },
+      violation: (reason) => this.#lost(socket, { code: 'EPROTOCOL', reason: `${reason}; the connection was reset`, sent: true }),
+    })
+    socket.on('data', read)
+    socket.on('error', (err) => this.#lost(socket, { code: 'ECONNECTION', reason: err.message, sent: true, cause: err }))
+    socket.on('close', () =>
+      this.#lost(socket, { code: 'ECONNCLOSED', reason: 'the server closed the connection before answering', sent: true }),
+    )
+    const waiting = this.#waiting.drain()
+    if (waiting.length > 1) this.#options.batcher.hold(socket)
+    for (const pending of waiting) this.#write(socket, pending)
+  }
+
+  /** The connection is gone (closed, broken, reset): what was written on it fails, and its bytes are never read again. */
+  #lost(socket: Socket, failure: Failure): void {
+    if (this.#socket !== socket) return
+    this.#socket = undefined
+    socket.destroy()
+    const written = this.#written.drain()
+    if (written.length === 0 && failure.code === 'ECONNCLOSED') return // an idle connection closed: the next request reopens
+    this.#failed(
+      failure,
+      written.some((pending) => pending.probe),
+    )
+    for (const pending of written) pending.reject(failure)
+  }
+
+  #failWaiting(failure: Failure): void {
+    const waiting = this.#waiting.drain()
+    this.#failed(
+      failure,
+      waiting.some((pending) => pending.probe),
+    )
+    for (const pending of waiting) pending.reject(failure)
+  }
+
+  #failed(failure: Failure, wasProbe: boolean): void {
+    if (failure.code === 'ECLOSED') return
+    const wasUp = this.health.failures === 0
+    this.health.failed(failure.reason, performance.now(), wasProbe, failure.code)
+    if (wasUp && this.health.failures > 0) {
+      const context: RequestContext = { operation: 'ready', subject: 'the server', deadline: 0, sent: failure.sent }
+      this.#options.onStateChange?.(this.address, 'down', this.#error('connect', context, failure))
     }
-    this.#pending.clear()
-    if (this.#ownsClient) this.client.close()
   }
 
-  // Not memjs's `server(key)`: that one skips to the next server while a server is marked down by
-  // memjs's `failover`, which would serve stale sessions when the server returns. A dead server's
-  // keys stay its own; the circuit breaker fails them fast meanwhile.
-  #serverFor(key: string): MemjsServer | null {
-    const servers = this.client.servers
-    return servers.length === 1 ? servers[0] : (servers[this.client.getServer(key)] ?? null)
+  #recovered(): void {
+    this.health.succeeded()
+    this.#options.onStateChange?.(this.address, 'up')
   }
 
-  #send(
-    server: MemjsServer | null,
-    operation: string,
-    subject: string,
-    build: (seq: number) => Buffer,
-    ignoreBackoff = false,
-  ): Promise<MemjsResponse> {
-    return new Promise((resolve, reject) => {
-      if (this.#closed) {
-        reject(new MemcacheStoreError('ECLOSED', operation, `memcached ${operation} of ${subject} refused: the store was closed`))
-        return
-      }
-      if (!server) {
-        reject(new MemcacheStoreError('ESERVERDOWN', operation, `memcached ${operation} of ${subject} failed: no server available`))
-        return
-      }
-      const health = this.#healthOf(server)
-      const now = performance.now()
-      const admission = ignoreBackoff ? 'go' : health.admit(now)
-      if (admission === 'refuse') {
-        const ago = Math.round(now - health.lastFailureAt)
-        const wait = Math.max(0, Math.round(health.downUntil - now))
-        // Refused in a later turn of the event loop: a caller that retries on failure must not
-        // spin in microtasks and starve the timers and I/O that would let the server recover.
-        setImmediate(
-          reject,
-          new MemcacheStoreError(
-            health.lastCode === 'EAUTH' ? 'EAUTH' : 'ESERVERDOWN',
-            operation,
-            `memcached ${operation} of ${subject} on ${serverAddress(server)} not sent: the server failed ${ago} ms ago (${health.lastError}); next attempt in ${wait} ms`,
-            { server: serverAddress(server) },
-          ),
-        )
-        return
-      }
-      const seq = this.#nextSeq()
-      let request: Buffer
-      try {
-        request = build(seq)
-      } catch (err) {
-        if (admission === 'probe') health.probing = false
-        reject(
-          new MemcacheStoreError('ESERVER', operation, `memcached ${operation} of ${subject}: ${toError(err).message}`, { cause: err }),
-        )
-        return
-      }
-      const pending: Pending = { server, socket: undefined, operation, subject, probe: admission === 'probe', resolve, reject }
-      this.#pending.add(seq, pending)
-      server.onResponse(seq, this.#onResponse)
-      server.onError(seq, (err) => this.#connectionError(seq, err))
-      try {
-        // A connected socket is written to at once by memjs: batch it with this turn's other requests,
-        // unless this is the only request in flight (a lone request gains nothing from waiting).
-        if (this.#pending.size > 1 && server.connected && server._socket) this.#writes.hold(server._socket)
-        server.write(request)
-      } catch (err) {
-        this.#fail(
-          seq,
-          pending,
-          'ECONNECTION',
-          `memcached ${operation} of ${subject} on ${serverAddress(server)} failed: ${toError(err).message}`,
-          err,
-        )
-        return
-      }
-      pending.socket = server._socket
-      this.#watch(server, server._socket)
-    })
+  /** A refusal for want of authentication, worded by the transport (which knows its credentials). */
+  #explained(failure: Failure): Failure {
+    if (failure.code !== 'EAUTH' || !this.#options.transport.authRefusal) return failure
+    return { ...failure, reason: this.#options.transport.authRefusal() }
   }
 
-  // One handler for every request: memjs calls the callback registered under a response's opaque
-  // (the request's seq), so the seq is read back from there instead of a closure per request.
-  #onResponse = (response: MemjsResponse): void => this.#respond(response.header.opaque, response)
-
-  #respond(seq: number, response: MemjsResponse): void {
-    const pending = this.#pending.take(seq)
-    if (!pending) return
-    if (response.header.magic !== RESPONSE_MAGIC) {
-      const reason = 'garbled response (not the binary protocol)'
-      this.#markFailed(pending, reason)
-      this.#resetConnection(pending.server, pending.socket, reason)
-      pending.reject(this.#error('ECONNECTION', pending, `${this.#where(pending)} failed: ${reason}`))
-      return
+  #refusal(now: number): Failure {
+    const health = this.health
+    const ago = Math.round(now - health.lastFailureAt)
+    const wait = Math.max(0, Math.round(health.downUntil - now))
+    return {
+      code: health.lastCode === 'EAUTH' || health.lastCode === 'ETLS' ? (health.lastCode as ErrorCode) : 'ESERVERDOWN',
+      reason: `the server failed ${ago} ms ago (${health.lastError}); next attempt in ${wait} ms`,
+      sent: false,
     }
-    this.#healthOf(pending.server).succeeded()
-    pending.resolve(response)
   }
 
-  #connectionError(seq: number, cause: unknown): void {
-    const pending = this.#pending.take(seq)
-    if (!pending) return
-    const message = toError(cause).message
-    const code: ErrorCode = /authentication/i.test(message) ? 'EAUTH' : /timed out/.test(message) ? 'ETIMEDOUT' : 'ECONNECTION'
-    const reason = code === 'EAUTH' ? authFailure(pending.server) : message
-    this.#markFailed(pending, reason, code)
-    pending.reject(this.#error(code, pending, `${this.#where(pending)} failed: ${reason}`, cause))
+  // Deadlines are checked after this turn's I/O callbacks (setImmediate): when the event loop was
+  // blocked, replies that arrived meanwhile are read before any request is declared late.
+  #fire = (): void => {
+    setImmediate(this.#sweep)
   }
 
-  #expire(seq: number, pending: Pending): void {
-    this.#forgetCallbacks(pending.server, seq)
-    const reason = `no response within ${this.timeoutMs} ms`
-    this.#markFailed(pending, reason)
-    // A connection that left a request unanswered this long is stuck (frozen server, half-read
-    // garbage); start afresh so that later requests do not queue behind it.
-    this.#resetConnection(pending.server, pending.socket, `connection reset: another request got ${reason}`)
-    pending.reject(this.#error('ETIMEDOUT', pending, `${this.#where(pending)} timed out: ${reason}`))
-  }
-
-  #watch(server: MemjsServer, socket: Socket | undefined): void {
-    if (!socket || this.#watchedSockets.has(socket)) return
-    this.#watchedSockets.add(socket)
-    // memjs's own 'close' handler clears `_socket` and `connected` whatever socket they now hold: when
-    // a new connection was opened between an error and the old socket's 'close' (a readiness check
-    // right after a failure), it would orphan the new one and its requests would wait for the deadline.
-    let successor: { socket: Socket; connected: boolean } | undefined
-    socket.prependOnceListener('close', () => {
-      const current = server._socket
-      successor = current !== undefined && current !== socket ? { socket: current, connected: server.connected } : undefined
-    })
-    // memjs does nothing for requests in flight when the server closes the connection (they would
-    // hang forever), and leaves their deadlines behind to time out the next connection.
-    socket.once('close', () => {
-      let orphans = 0
-      for (const [seq, { item }] of Array.from(this.#pending.items())) {
-        if (item.socket !== socket) continue
-        orphans++
-        this.#forgetCallbacks(server, seq)
-        this.#fail(seq, item, 'ECONNCLOSED', `${this.#where(item)} failed: the server closed the connection before answering`)
-      }
-      if (successor !== undefined && server._socket === undefined && !successor.socket.destroyed) {
-        server._socket = successor.socket
-        server.connected = successor.connected
-        return
-      }
-      if (orphans > 0 && server._socket === undefined) server.requestTimeouts = []
-    })
-  }
-
-  #resetConnection(server: MemjsServer, socket: Socket | undefined, reason: string): void {
-    if (socket !== undefined && server._socket === socket) server.error(new Error(reason))
-  }
-
-  #fail(seq: number, pending: Pending, code: ErrorCode, message: string, cause?: unknown): void {
-    if (!this.#pending.delete(seq)) return
-    if (code !== 'ECLOSED') this.#markFailed(pending, message)
-    pending.reject(this.#error(code, pending, message, cause))
-  }
-
-  #markFailed(pending: Pending, reason: string, code?: ErrorCode): void {
-    this.#healthOf(pending.server).failed(reason, performance.now(), pending.probe, code)
-  }
-
-  #forgetCallbacks(server: MemjsServer, seq: number): void {
-    delete server.responseCallbacks[seq]
-    delete server.errorCallbacks[seq]
-  }
-
-  #healthOf(server: MemjsServer): ServerHealth {
-    let health = this.#health.get(server)
-    if (!health) {
-      health = new ServerHealth()
-      this.#health.set(server, health)
+  #sweep = (): void => {
+    this.#timer = undefined
+    const now = performance.now()
+    const timeout = this.#options.timeoutMs
+    const head = this.#written.peek()
+    if (head !== undefined && head.at <= now && this.#socket !== undefined) {
+      this.#lost(this.#socket, { code: 'ETIMEDOUT', reason: `no response within ${timeout} ms; the connection was reset`, sent: true })
     }
-    return health
+    const first = this.#waiting.peek()
+    if (first !== undefined && first.at <= now) {
+      const stage = this.#opening?.stage ?? 'connecting'
+      this.#opening?.abort()
+      this.#opening = undefined
+      this.#failWaiting(stalledOpening(stage, timeout))
+    }
+    const next = Math.min(this.#written.peek()?.at ?? Infinity, this.#waiting.peek()?.at ?? Infinity)
+    if (next !== Infinity) this.#timer = setTimeout(this.#fire, Math.max(1, Math.ceil(next - now)))
   }
 
-  #nextSeq(): number {
-    const client = this.client
-    client.seq = client.seq >= MAX_SEQ || client.seq < 0 ? 1 : client.seq + 1
-    return client.seq
-  }
-
-  #where(pending: Pending): string {
-    return `memcached ${pending.operation} of ${pending.subject} on ${serverAddress(pending.server)}`
-  }
-
-  #error(code: ErrorCode, pending: Pending, message: string, cause?: unknown): MemcacheStoreError {
-    return new MemcacheStoreError(code, pending.operation, message, { server: serverAddress(pending.server), cause })
-  }
-
-  #statusError(server: MemjsServer | null, operation: string, subject: string, response: MemjsResponse): MemcacheStoreError {
-    const { status } = response.header
-    const code: ErrorCode = status === Status.tooLarge ? 'ETOOLARGE' : status === Status.authError ? 'EAUTH' : 'ESERVER'
-    const address = server ? serverAddress(server) : 'memcached'
-    return new MemcacheStoreError(code, operation, `memcached ${operation} of ${subject} on ${address} failed: ${statusText(status)}`, {
-      server: address,
-    })
+  #error(command: string, context: RequestContext, failure: Failure): MemcacheStoreError {
+    const verb = failure.code === 'ETIMEDOUT' ? 'timed out' : 'failed'
+    const note = !failure.sent ? '; it was not sent' : WRITES.has(command) ? '; it was sent and may still be applied' : ''
+    return new MemcacheStoreError(
+      failure.code,
+      context.operation,
+      `memcached ${command} of ${context.subject} on ${this.address} ${verb}: ${failure.reason}${note}`,
+      { server: this.address, command, session: context.subject, sent: failure.sent, reason: failure.reason, cause: failure.cause },
+    )
   }
 }
 
-/** Why memcached refused: memjs reports every SASL refusal with one string, with or without credentials. */
-function authFailure(server: MemjsServer): string {
-  if (server.username && server.password)
-    return `SASL authentication failed for user ${JSON.stringify(server.username)} (check the username and password)`
-  return 'the server requires SASL authentication and no credentials are configured (options `username`/`password`, `user:pass@host:port` in `servers`, or MEMCACHE_USERNAME/MEMCACHE_PASSWORD)'
+/** Why a connection did not open in time, by where it stood. */
+function stalledOpening(stage: OpenAttempt['stage'], timeout: number): Failure {
+  if (stage === 'tls') {
+    return {
+      code: 'ETLS',
+      reason: `the TLS handshake did not complete within ${timeout} ms (if the port is plain TCP, leave \`tls\` unset)`,
+      sent: false,
+    }
+  }
+  if (stage === 'authenticating') return { code: 'ETIMEDOUT', reason: `no answer to authentication within ${timeout} ms`, sent: false }
+  return { code: 'ETIMEDOUT', reason: `could not connect within ${timeout} ms`, sent: false }
 }

@@ -1,5 +1,6 @@
-import net from 'node:net'
-import { type ErrorCode, MemcacheStoreError } from '../errors.js'
+import type { Socket } from 'node:net'
+import { type ErrorCode, MemcacheStoreError, type Operation } from '../errors.js'
+import type { Transport } from './wire.js'
 
 /** One live item as `lru_crawler metadump` lists it. */
 export interface DumpedKey {
@@ -9,10 +10,13 @@ export interface DumpedKey {
 }
 
 export interface MetadumpOptions {
-  host: string
-  port: number
+  /** Opens the text-protocol connection (TLS and token authentication as the store is configured). */
+  transport: Transport
+  operation: Operation
   /** Longest wait for the connection, the first reply line, and between two chunks of the dump. */
   idleTimeoutMs: number
+  /** The whole dump must end by then, however steadily it trickles. */
+  deadlineMs: number
   /** Called for each item, in the server's hash order; keys that are not UTF-8 text are skipped. */
   onKey(item: DumpedKey): void
   /** Aborting ends the dump at once with an ECLOSED error. */
@@ -21,73 +25,99 @@ export interface MetadumpOptions {
 
 const COMMAND = 'lru_crawler metadump hash\r\n'
 
+/** A dump line is `key=<at most 750 URL-encoded bytes> exp=... size=...`: anything much longer is not one. */
+const MAX_LINE_BYTES = 4096
+
 /**
  * Lists every live key of one server with `lru_crawler metadump hash`, over its own text-protocol
- * connection (memjs's connection speaks the binary protocol, which has no such command). `hash`
- * walks the hash table: unlike `all`, it does not miss keys that move between LRUs mid-crawl.
- * Rejects with a MemcacheStoreError that names the server when it cannot list: a crawl is already
- * running (EBUSY), the server does not allow it (ENOTSUPPORTED), or it does not answer in time.
+ * connection (the binary protocol has no such command). `hash` walks the hash table: unlike `all`,
+ * it does not miss keys that move between LRUs mid-crawl. Rejects with a MemcacheStoreError that
+ * names the server when it cannot list: a crawl is already running (EBUSY), the server does not
+ * allow it (ENOTSUPPORTED), it stalls, or the dump does not end by its deadline.
  */
 export function metadump(options: MetadumpOptions): Promise<void> {
-  const { host, port, idleTimeoutMs, onKey, signal } = options
-  const address = `${host}:${port}`
+  const { transport, operation, idleTimeoutMs, deadlineMs, onKey, signal } = options
+  const address = `${transport.host}:${transport.port}`
   return new Promise((resolve, reject) => {
     let pending = ''
     let answered = false
     let settled = false
+    let socket: Socket | undefined
     const finish = (err?: MemcacheStoreError) => {
       if (settled) return
       settled = true
+      clearTimeout(deadline)
       signal?.removeEventListener('abort', abort)
-      socket.destroy()
+      attempt.abort()
+      socket?.destroy()
       if (err) reject(err)
       else resolve()
     }
     const fail = (code: ErrorCode, reason: string, cause?: unknown) =>
-      finish(new MemcacheStoreError(code, 'metadump', `memcached metadump on ${address} failed: ${reason}`, { server: address, cause }))
+      finish(
+        new MemcacheStoreError(code, operation, `memcached metadump on ${address} failed: ${reason}`, {
+          server: address,
+          command: 'metadump',
+          reason,
+          sent: answered,
+          cause,
+        }),
+      )
 
     const abort = () => fail('ECLOSED', 'abandoned: the store was closed')
-    if (signal?.aborted)
-      return reject(new MemcacheStoreError('ECLOSED', 'metadump', `memcached metadump on ${address} refused: the store was closed`))
-    signal?.addEventListener('abort', abort, { once: true })
-    const socket = net.connect({ host, port })
-    socket.setNoDelay(true)
-    // An idle timer, not a deadline: a large dump may take seconds, but it never pauses for long.
-    socket.setTimeout(idleTimeoutMs, () =>
-      fail(
-        'ETIMEDOUT',
-        answered
-          ? `the dump stalled: nothing received for ${idleTimeoutMs} ms`
-          : `no answer to \`lru_crawler metadump\` within ${idleTimeoutMs} ms: the server is frozen or overloaded, or its crawler is held by another dump whose client is not reading`,
-      ),
+    const deadline = setTimeout(
+      () => fail('ETIMEDOUT', `the dump did not end within ${deadlineMs} ms (the server answers too slowly, or is not memcached)`),
+      deadlineMs,
     )
-    socket.once('connect', () => socket.write(COMMAND))
-    socket.on('error', (err) => fail('ECONNECTION', err.message, err))
-    socket.on('close', () =>
-      fail(
-        'ECONNCLOSED',
-        answered
-          ? 'the server closed the connection before the end of the dump'
-          : 'the server closed the connection without answering the text-protocol command: it speaks only the binary protocol (started with -S for SASL, or -B binary), so its keys cannot be listed',
-      ),
-    )
-    socket.on('data', (chunk: Buffer) => {
-      answered = true
-      // Keys are URL-encoded in the dump, so every line is ASCII. Lines end in \n (END in \r\n).
-      const text = pending + chunk.toString('latin1')
-      const complete = text.lastIndexOf('\n') + 1
-      pending = text.slice(complete)
-      for (const line of text.slice(0, complete).split('\n')) {
-        if (line.startsWith('key=')) {
-          const item = parseKeyLine(line)
-          if (item) onKey(item)
-        } else if (line === 'END\r' || line === 'END') {
-          return finish()
-        } else if (line !== '') {
-          return refusal(line.replace(/\r$/, ''))
-        }
-      }
+    const attempt = transport.open({
+      ready: (opened) => {
+        socket = opened
+        listen(opened)
+        opened.write(COMMAND)
+      },
+      failed: (code, reason, cause) => fail(code, reason, cause),
     })
+    if (signal?.aborted) return abort()
+    signal?.addEventListener('abort', abort, { once: true })
+
+    function listen(opened: Socket): void {
+      // An idle timer besides the deadline: a large dump may take seconds, but it never pauses for long.
+      opened.setTimeout(idleTimeoutMs, () =>
+        fail(
+          'ETIMEDOUT',
+          answered
+            ? `the dump stalled: nothing received for ${idleTimeoutMs} ms`
+            : `no answer to \`lru_crawler metadump\` within ${idleTimeoutMs} ms: the server is frozen or overloaded, or its crawler is held by another dump whose client is not reading`,
+        ),
+      )
+      opened.on('error', (err) => fail('ECONNECTION', err.message, err))
+      opened.on('close', () =>
+        fail(
+          'ECONNCLOSED',
+          answered
+            ? 'the server closed the connection before the end of the dump'
+            : 'the server closed the connection without answering the text-protocol command: it speaks only the binary protocol (started with -S for SASL, or -B binary), so its keys cannot be listed',
+        ),
+      )
+      opened.on('data', (chunk: Buffer) => {
+        answered = true
+        // Keys are URL-encoded in the dump, so every line is ASCII. Lines end in \n (END in \r\n).
+        const text = pending + chunk.toString('latin1')
+        const complete = text.lastIndexOf('\n') + 1
+        pending = text.slice(complete)
+        if (pending.length > MAX_LINE_BYTES) return fail('EPROTOCOL', 'a dump line of more than 4096 bytes: the server is not memcached')
+        for (const line of text.slice(0, complete).split('\n')) {
+          if (line.startsWith('key=')) {
+            const item = parseKeyLine(line)
+            if (item) onKey(item)
+          } else if (line === 'END\r' || line === 'END') {
+            return finish()
+          } else if (line !== '') {
+            return refusal(line.replace(/\r$/, ''))
+          }
+        }
+      })
+    }
 
     /** Anything but a key line or END: memcached's reasons for not dumping. */
     function refusal(line: string): void {
@@ -96,6 +126,11 @@ export function metadump(options: MetadumpOptions): Promise<void> {
         fail('ENOTSUPPORTED', `its LRU crawler is disabled (started with -o no_lru_crawler), so its keys cannot be listed (${line})`)
       } else if (/not allowed/i.test(line)) {
         fail('ENOTSUPPORTED', `dumping keys is disabled on this server (started with -X) (${line})`)
+      } else if (line === 'ERROR' || /unknown command/i.test(line)) {
+        fail(
+          'ENOTSUPPORTED',
+          `the server does not know \`lru_crawler\` (ElastiCache Serverless and proxies do not offer it), so its keys cannot be listed (${line})`,
+        )
       } else fail('ESERVER', `unexpected reply ${JSON.stringify(line.slice(0, 120))}`)
     }
   })

@@ -18,6 +18,11 @@ export class ServerHealth {
   lastCode = ''
   lastFailureAt = 0
 
+  /** `up`: answering; `down`: in back-off; `probing`: one request is testing whether it is back. */
+  get state(): 'up' | 'down' | 'probing' {
+    return this.failures === 0 ? 'up' : this.probing ? 'probing' : 'down'
+  }
+
   admit(now: number): Admission {
     if (this.failures === 0) return 'go'
     if (now < this.downUntil || this.probing) return 'refuse'

@@ -1,3 +1,4 @@
+import assert from 'node:assert/strict'
 import { after, before } from 'node:test'
 import session, { type SessionData } from 'express-session'
 import { MemcacheStore, type MemcacheStoreOptions } from '../../lib/index.ts'
@@ -80,4 +81,13 @@ export function loadSession(store: MemcacheStore, sid: string): Promise<(session
 
 export function randomId(): string {
   return `id-${Math.random().toString(36).slice(2)}${Date.now().toString(36)}`
+}
+
+/** Asserts that a store has nothing in flight and no session locked. */
+export function assertIdle(store: MemcacheStore): void {
+  const { operationsInFlight, requestsInFlight, lockedSessions } = store.diagnostics()
+  assert.deepEqual(
+    { operationsInFlight, requestsInFlight, lockedSessions },
+    { operationsInFlight: 0, requestsInFlight: 0, lockedSessions: 0 },
+  )
 }

@@ -1,0 +1,148 @@
+import type { Connection } from './connection.js'
+import type { Failure, Reply, RequestContext, Transport } from './wire.js'
+
+/** What a read found: the value, its CAS and (meta only) the seconds it had left. */
+export type Item = Reply & { value: Buffer }
+
+export type StorageMode = 'set' | 'add' | 'replace'
+
+/** One server as the layers above see it. */
+export interface Server {
+  readonly address: string
+  readonly host: string
+  readonly port: number
+  readonly connection: Connection
+  /** Opens text-protocol connections to the server (TLS and token auth as configured), for `lru_crawler metadump`. */
+  readonly lister: Transport
+}
+
+export interface ServerState {
+  address: string
+  state: 'up' | 'down' | 'probing'
+  lastError: string | undefined
+  /** When the last failure happened (ms since the epoch). */
+  lastErrorAt: number | undefined
+}
+
+/**
+ * The memcached access layer: which server holds a key, and the commands the store sends, their
+ * replies turned into results or errors. Every request settles within the store's timeout (see
+ * Connection); none is ever retried (a timed-out write may still be applied).
+ */
+export class Memcached {
+  readonly protocol: 'binary' | 'meta'
+  readonly servers: readonly Server[]
+  readonly #placement: (key: string) => number
+  readonly #single: Server | undefined
+
+  constructor(protocol: 'binary' | 'meta', servers: readonly Server[], placement: (key: string) => number) {
+    this.protocol = protocol
+    this.servers = servers
+    this.#placement = placement
+    this.#single = servers.length === 1 ? servers[0] : undefined
+  }
+
+  /** Requests in flight on every server. */
+  get inFlight(): number {
+    let count = 0
+    for (const server of this.servers) count += server.connection.inFlight
+    return count
+  }
+
+  serverFor(key: string): Server {
+    return this.#single ?? this.servers[this.#placement(key)]
+  }
+
+  /** The address of the server a key lives on, for messages and traces. */
+  addressFor(key: string): string {
+    return this.serverFor(key).address
+  }
+
+  get(key: string, context: RequestContext): Promise<Item | undefined> {
+    return this.serverFor(key).connection.request({ name: 'get', key }, context, asItem)
+  }
+
+  /** Get-and-touch: the item, its expiry moved to `expiry` in the same round trip. */
+  getAndTouch(key: string, expiry: number, context: RequestContext): Promise<Item | undefined> {
+    return this.serverFor(key).connection.request({ name: 'gat', key, expiry }, context, asItem)
+  }
+
+  /**
+   * SET, ADD or REPLACE; with `cas`, a SET that only succeeds while the item's CAS is unchanged.
+   * Status `ok` (stored; `cas` is the new one), `exists` (ADD found the key, or the CAS did not
+   * match) or `miss` (REPLACE or CAS found no key).
+   */
+  store(mode: StorageMode, key: string, value: Buffer, expiry: number, context: RequestContext, cas?: bigint): Promise<Reply> {
+    const name = cas === undefined ? mode : 'cas'
+    return this.serverFor(key).connection.request({ name, key, value, expiry, cas }, context, asStorage)
+  }
+
+  /** DELETE (only while the CAS is unchanged, when given); false when there was nothing to delete. */
+  delete(key: string, context: RequestContext, cas?: bigint): Promise<boolean> {
+    return this.serverFor(key).connection.request({ name: 'delete', key, cas }, context, asFound)
+  }
+
+  /** A new expiry without rewriting the value; false when the key is missing. */
+  touch(key: string, expiry: number, context: RequestContext): Promise<boolean> {
+    return this.serverFor(key).connection.request({ name: 'touch', key, expiry }, context, asFound)
+  }
+
+  /** A no-op round trip to one server (after authentication), ignoring any back-off. */
+  ping(server: Server, context: RequestContext): Promise<void> {
+    return server.connection.request({ name: 'noop', key: '' }, context, asNothing, true)
+  }
+
+  states(): ServerState[] {
+    return this.servers.map(({ address, connection: { health } }) => ({
+      address,
+      state: health.state,
+      lastError: health.lastFailureAt === 0 ? undefined : health.lastError,
+      lastErrorAt: health.lastFailureAt === 0 ? undefined : Date.now() - (performance.now() - health.lastFailureAt),
+    }))
+  }
+
+  /** Fails whatever is in flight with ECLOSED and closes every connection. */
+  close(): void {
+    for (const server of this.servers) server.connection.close()
+  }
+}
+
+function asItem(reply: Reply): Item | undefined {
+  if (reply.status === 'ok') return reply as Item
+  if (reply.status === 'miss') return undefined
+  throw refusal(reply)
+}
+
+function asStorage(reply: Reply): Reply {
+  if (reply.status === 'ok' || reply.status === 'exists' || reply.status === 'miss') return reply
+  throw refusal(reply)
+}
+
+function asFound(reply: Reply): boolean {
+  if (reply.status === 'ok') return true
+  if (reply.status === 'miss') return false
+  // A CAS-checked delete of an item that changed meanwhile: nothing was deleted.
+  if (reply.status === 'exists') return false
+  throw refusal(reply)
+}
+
+function asNothing(reply: Reply): void {
+  if (reply.status !== 'ok') throw refusal(reply)
+}
+
+/** A reply that refuses the request: the connection is fine, the request failed. */
+function refusal(reply: Reply): Failure {
+  switch (reply.status) {
+    case 'tooLarge':
+      return { code: 'ETOOLARGE', reason: "the value is larger than the server's item size limit (its -I)", sent: true }
+    case 'authError':
+      return {
+        code: 'EAUTH',
+        reason:
+          'the server requires authentication, or refused it (options `username`/`password`, `user:pass@host:port` in `servers`, or MEMCACHE_USERNAME/MEMCACHE_PASSWORD)',
+        sent: true,
+      }
+    default:
+      return { code: 'ESERVER', reason: reply.message ?? `unexpected reply (${reply.status})`, sent: true }
+  }
+}

@@ -1,0 +1,63 @@
+import net, { type Socket } from 'node:net'
+import tls from 'node:tls'
+
+/** Where a server listens. */
+export interface Endpoint {
+  host: string
+  port: number
+}
+
+/** `tls: true` or Node's TLS options (`ca`, `cert`, `key`, `servername`, `rejectUnauthorized`, ...). */
+export type TlsOption = boolean | tls.ConnectionOptions
+
+export function addressOf(endpoint: Endpoint): string {
+  return `${endpoint.host}:${endpoint.port}`
+}
+
+/**
+ * A TCP or TLS connection to a server, and the event after which it can carry requests: `connect`,
+ * or `secureConnect` once the TLS handshake verified the server (Node verifies certificates and
+ * host names unless `rejectUnauthorized: false` is passed). Nothing is written before that event,
+ * so nothing leaves in clear when `tls` is set.
+ */
+export function openSocket(endpoint: Endpoint, tlsOptions: tls.ConnectionOptions | undefined): OpenedSocket {
+  const socket =
+    tlsOptions === undefined
+      ? net.connect({ host: endpoint.host, port: endpoint.port })
+      : tls.connect({
+          ...tlsOptions,
+          host: endpoint.host,
+          port: endpoint.port,
+          servername: tlsOptions.servername ?? (net.isIP(endpoint.host) ? undefined : endpoint.host),
+        })
+  socket.setNoDelay(true)
+  const opened: OpenedSocket = { socket, readyEvent: tlsOptions ? 'secureConnect' : 'connect', stage: 'connecting' }
+  if (tlsOptions)
+    socket.once('connect', () => {
+      if (opened.stage === 'connecting') opened.stage = 'tls'
+    })
+  return opened
+}
+
+export interface OpenedSocket {
+  socket: Socket
+  /** The event after which requests may be written. */
+  readyEvent: 'connect' | 'secureConnect'
+  /** Updated as the connection progresses; transports set `authenticating` themselves. */
+  stage: 'connecting' | 'tls' | 'authenticating'
+}
+
+/** The resolved TLS options: undefined for plain TCP. */
+export function tlsOptionsOf(option: TlsOption | undefined): tls.ConnectionOptions | undefined {
+  if (option === undefined || option === false) return undefined
+  return option === true ? {} : option
+}
+
+/** ETLS for a failed TLS handshake or certificate check (Node's and OpenSSL's codes), else ECONNECTION. */
+export function connectFailureCode(err: Error): 'ETLS' | 'ECONNECTION' {
+  const code = String((err as NodeJS.ErrnoException).code ?? '')
+  const library = (err as { library?: unknown }).library
+  return /^(ERR_SSL|ERR_TLS|UNABLE_TO|CERT_|DEPTH_ZERO|SELF_SIGNED|HOSTNAME|ERR_OSSL)/.test(code) || library === 'SSL routines'
+    ? 'ETLS'
+    : 'ECONNECTION'
+}
