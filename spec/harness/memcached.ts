@@ -335,7 +335,7 @@ function firstToken(options: MemcachedOptions, authFile: string): [string, strin
 function textCommand(access: Access, line: string): Promise<string> {
   return rawCommand(access, `${line}\r\n`, (data) => {
     const text = data.toString('latin1')
-    const oneLine = /^(VERSION|OK|ERROR|CLIENT_ERROR|SERVER_ERROR|BUSY|BADCLASS|STORED|NOT_|DELETED|TOUCHED|EXISTS|HD|NF|EN)/.test(text)
+    const oneLine = /^(VERSION|OK|ERROR|CLIENT_ERROR|SERVER_ERROR|BUSY|BADCLASS|STORED|NOT_|DELETED|TOUCHED|EXISTS|HD|NF|EN|MN)/.test(text)
     return (oneLine && text.includes('\r\n')) || text.endsWith('END\r\n') ? text : undefined
   }).then((reply) => reply.toString())
 }
