@@ -2,7 +2,7 @@
 // (never the store): the TLS, -Y token and -B ascii variants of MemcachedServer, the certificates,
 // and the misbehaving peers. Each test asserts the exact bytes that went over the wire.
 import assert from 'node:assert/strict'
-import { mkdtempSync, writeFileSync } from 'node:fs'
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import net from 'node:net'
 import { tmpdir } from 'node:os'
 import path from 'node:path'
@@ -256,7 +256,8 @@ describe('MemcachedServer variants', () => {
   })
 
   it('authFile (-Y): an existing file is used as is; the harness authenticates with its first line', async () => {
-    const file = path.join(mkdtempSync(path.join(tmpdir(), 'memcached-spec-')), 'authfile')
+    const dir = mkdtempSync(path.join(tmpdir(), 'memcached-spec-'))
+    const file = path.join(dir, 'authfile')
     writeFileSync(file, 'carol:first\ndave:second\n')
     const server = await MemcachedServer.start({ authFile: file })
     try {
@@ -269,6 +270,7 @@ describe('MemcachedServer variants', () => {
       client.end()
     } finally {
       await server.stop()
+      rmSync(dir, { recursive: true, force: true })
     }
   })
 
