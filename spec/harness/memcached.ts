@@ -1,9 +1,14 @@
 // Starts real memcached processes for the tests: each on a free loopback port, checked for
 // readiness by a real round trip (never a fixed sleep), and stopped when the test process ends.
 // Tests also signal them: kill, freeze (SIGSTOP) and thaw, restart on the same port.
+// Variants: text protocol only (-B ascii), TLS (-Z, optionally requiring client certificates) and
+// ASCII authentication tokens (-Y); the harness's own connections speak whatever the server needs.
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process'
-import { existsSync, readdirSync, readFileSync } from 'node:fs'
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import net from 'node:net'
+import { tmpdir } from 'node:os'
+import path from 'node:path'
+import tls from 'node:tls'
 
 const INSTALL_HINT =
   'memcached was not found. The tests start their own memcached processes: install it with ' +
@@ -44,6 +49,34 @@ export interface MemcachedOptions {
   memoryMb?: number
   /** With -S the text protocol is off: readiness is then checked with a TCP connect only. */
   sasl?: boolean
+  /** 'ascii' adds -B ascii: text and meta commands only (a binary request is read as a text line: `ERROR`). */
+  protocol?: 'ascii'
+  /** TLS on every connection (-Z): the harness then connects with node:tls. */
+  tls?: MemcachedTlsOptions
+  /** An existing -Y file (`user:pass` lines); the harness authenticates with its first line. */
+  authFile?: string
+  /** Tokens written to a temporary -Y file; the harness authenticates with the first. Implies the text protocol. */
+  tokens?: Array<[user: string, password: string]>
+}
+
+export interface MemcachedTlsOptions {
+  /** The server's certificate (chain), a PEM file: -o ssl_chain_cert. */
+  cert: string
+  /** Its private key, a PEM file: -o ssl_key. */
+  key: string
+  /** The CA (PEM file) memcached checks client certificates against: -o ssl_ca_cert. */
+  ca?: string
+  /** Require a client certificate signed by `ca` (ssl_verify_mode=2); without it memcached asks for none (0). */
+  verifyClient?: boolean
+  /** The certificate the harness's own connections present (readiness, command, inspect); needed with verifyClient. */
+  client?: { cert: string; key: string }
+}
+
+/** How the harness's own connections reach a server: its port, TLS, the token it authenticates with. */
+interface Access {
+  port: number
+  tls?: MemcachedTlsOptions
+  token?: [user: string, password: string]
 }
 
 const running = new Set<ChildProcess>()
@@ -54,18 +87,24 @@ process.on('exit', () => {
 export class MemcachedServer {
   readonly port: number
   readonly options: MemcachedOptions
+  /** The -Y file in use (written once by `start` for `tokens`), or undefined without authentication. */
+  readonly authFile: string | undefined
   #child: ChildProcess | undefined
   #stderr = ''
 
-  private constructor(port: number, options: MemcachedOptions) {
+  private constructor(port: number, options: MemcachedOptions, authFile: string | undefined) {
     this.port = port
     this.options = options
+    this.authFile = authFile
   }
 
   /** Starts memcached on a free loopback port and resolves once it answers. */
   static async start(options: MemcachedOptions = {}): Promise<MemcachedServer> {
+    checkOptions(options)
+    // Written once, before any attempt: restarts and retries all read the same file.
+    const authFile = options.tokens ? writeAuthFile(options.tokens) : options.authFile
     for (let attempt = 1; ; attempt++) {
-      const server = new MemcachedServer(await freePort(), options)
+      const server = new MemcachedServer(await freePort(), options, authFile)
       try {
         await server.#launch()
         return server
@@ -91,6 +130,7 @@ export class MemcachedServer {
   async #launch(): Promise<void> {
     const args = ['-l', '127.0.0.1', '-p', String(this.port), '-U', '0', '-m', String(this.options.memoryMb ?? 64), '-t', '2']
     if (process.getuid?.() === 0) args.push('-u', 'root')
+    args.push(...variantArgs(this.options, this.authFile))
     args.push(...(this.options.args ?? []))
     const child = spawn(memcachedBinary(), args, { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, ...this.options.env } })
     this.#stderr = ''
@@ -131,7 +171,7 @@ export class MemcachedServer {
         await connectOnce(this.port)
         return true
       }
-      return (await textCommand(this.port, 'version')).startsWith('VERSION')
+      return (await this.command('version')).startsWith('VERSION')
     } catch {
       return false
     }
@@ -171,14 +211,19 @@ export class MemcachedServer {
     await this.kill()
   }
 
+  /** How the harness connects: over TLS with -Z, authenticated first with -Y. */
+  get #access(): Access {
+    return { port: this.port, tls: this.options.tls, token: this.authFile ? firstToken(this.options, this.authFile) : undefined }
+  }
+
   /** A text-protocol command and its reply (up to END, or the first line for one-line replies). */
   command(line: string): Promise<string> {
-    return textCommand(this.port, line)
+    return textCommand(this.#access, line)
   }
 
   /** What memcached holds under `key` (meta get): value, remaining TTL (-1 = none), CAS; undefined when missing. */
   async inspect(key: string): Promise<{ value: Buffer; ttl: number; cas: string } | undefined> {
-    const reply = await rawCommand(this.port, `mg ${Buffer.from(key).toString('base64')} b v t c\r\n`, (data) => {
+    const reply = await rawCommand(this.#access, `mg ${Buffer.from(key).toString('base64')} b v t c\r\n`, (data) => {
       const end = data.indexOf('\r\n')
       if (end < 0) return undefined
       const first = data.toString('latin1', 0, end)
@@ -233,32 +278,118 @@ function connectOnce(port: number): Promise<void> {
   })
 }
 
-function textCommand(port: number, line: string): Promise<string> {
-  return rawCommand(port, `${line}\r\n`, (data) => {
+/** The -B, -Z and -Y arguments for the options' variants. */
+function variantArgs(options: MemcachedOptions, authFile: string | undefined): string[] {
+  const args: string[] = []
+  if (options.protocol) args.push('-B', options.protocol)
+  if (authFile) args.push('-Y', authFile)
+  const secure = options.tls
+  if (secure) {
+    const extended = [`ssl_chain_cert=${secure.cert}`, `ssl_key=${secure.key}`]
+    if (secure.ca) extended.push(`ssl_ca_cert=${secure.ca}`)
+    // 0 = none, 1 = request (verify one if sent), 2 = require, 3 = require on the first handshake only.
+    extended.push(`ssl_verify_mode=${secure.verifyClient ? 2 : 0}`)
+    args.push('-Z', '-o', extended.join(','))
+  }
+  return args
+}
+
+/** Rejects combinations memcached (or the harness) cannot run, before anything starts. */
+function checkOptions(options: MemcachedOptions): void {
+  if (options.authFile && options.tokens) throw new Error('give authFile or tokens, not both')
+  if (options.tokens?.length === 0) throw new Error('tokens needs at least one [user, password]')
+  const secure = options.tls
+  if (!secure) return
+  // -o splits on commas: a path with one would turn into a different option.
+  for (const file of [secure.cert, secure.key, secure.ca]) {
+    if (file?.includes(',')) throw new Error(`memcached -o cannot take a path with a comma: ${file}`)
+  }
+  if (secure.verifyClient && !secure.ca) throw new Error('tls.verifyClient needs tls.ca, the CA client certificates are checked against')
+  if (secure.verifyClient && !secure.client) {
+    throw new Error('tls.verifyClient needs tls.client: the harness presents it for its readiness check, command and inspect')
+  }
+}
+
+/** Writes `tokens` as a -Y file (`user:pass` lines) in a temporary directory removed at exit. */
+function writeAuthFile(tokens: Array<[user: string, password: string]>): string {
+  for (const [user, password] of tokens) {
+    // memcached splits a line at its first ':' and the client's token at its first space.
+    if (!user || /[\s:]/.test(user) || !password || /\s/.test(password)) throw new Error(`unusable token for -Y: ${user}:${password}`)
+  }
+  const dir = mkdtempSync(path.join(tmpdir(), 'memcached-auth-'))
+  process.on('exit', () => rmSync(dir, { recursive: true, force: true }))
+  const file = path.join(dir, 'authfile')
+  writeFileSync(file, tokens.map(([user, password]) => `${user}:${password}\n`).join(''))
+  return file
+}
+
+/** The token the harness authenticates with: the first of `tokens`, or the first line of the authfile. */
+function firstToken(options: MemcachedOptions, authFile: string): [string, string] {
+  if (options.tokens) return options.tokens[0]
+  const line = readFileSync(authFile, 'utf8').split('\n', 1)[0]
+  const colon = line.indexOf(':')
+  if (colon < 1) throw new Error(`${authFile} does not start with a user:pass line`)
+  return [line.slice(0, colon), line.slice(colon + 1).trim()]
+}
+
+function textCommand(access: Access, line: string): Promise<string> {
+  return rawCommand(access, `${line}\r\n`, (data) => {
     const text = data.toString('latin1')
-    const oneLine = /^(VERSION|OK|ERROR|CLIENT_ERROR|SERVER_ERROR|BUSY|BADCLASS|STORED|NOT_|DELETED|TOUCHED|EXISTS|HD|NF|EN)/.test(text)
+    const oneLine = /^(VERSION|OK|ERROR|CLIENT_ERROR|SERVER_ERROR|BUSY|BADCLASS|STORED|NOT_|DELETED|TOUCHED|EXISTS|HD|NF|EN|MN)/.test(text)
     return (oneLine && text.includes('\r\n')) || text.endsWith('END\r\n') ? text : undefined
   }).then((reply) => reply.toString())
 }
 
-function rawCommand(port: number, request: string, complete: (data: Buffer) => Buffer | string | undefined): Promise<Buffer> {
+/**
+ * Sends `request` on a new connection and resolves with the reply once `complete` accepts it. With a
+ * token the authentication (a `set` whose data is "<user> <password>") goes first in the same write;
+ * its `STORED` is checked and left out of the reply.
+ */
+function rawCommand(access: Access, request: string, complete: (data: Buffer) => Buffer | string | undefined): Promise<Buffer> {
+  const { port, token } = access
+  const auth = token ? `${token[0]} ${token[1]}` : undefined
+  const preamble = auth ? `set auth 0 0 ${Buffer.byteLength(auth)}\r\n${auth}\r\n` : ''
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = []
-    const socket = net.connect(port, '127.0.0.1', () => socket.write(request))
+    let authenticated = !auth
+    const socket = openConnection(access, () => socket.write(preamble + request))
     socket.setTimeout(5000, () => {
       socket.destroy()
       reject(new Error(`memcached on port ${port} did not answer ${JSON.stringify(request.trim())} within 5 s`))
     })
     socket.once('error', reject)
+    socket.once('close', () => reject(new Error(`memcached on port ${port} closed the connection before answering`)))
     socket.on('data', (chunk) => {
       chunks.push(chunk)
-      const data = Buffer.concat(chunks)
+      let data = Buffer.concat(chunks)
+      if (!authenticated) {
+        const end = data.indexOf('\r\n')
+        if (end < 0) return
+        const line = data.toString('latin1', 0, end)
+        if (line !== 'STORED') {
+          socket.destroy()
+          reject(new Error(`memcached on port ${port} refused the harness's token: ${line}`))
+          return
+        }
+        authenticated = true
+        data = data.subarray(end + 2)
+        chunks.splice(0, chunks.length, data)
+      }
       if (complete(data) !== undefined) {
         socket.destroy()
         resolve(data)
       }
     })
   })
+}
+
+/** A connection to the server: plain TCP, or TLS (presenting the client certificate when one is set). */
+function openConnection(access: Access, onReady: () => void): net.Socket {
+  const secure = access.tls
+  if (!secure) return net.connect(access.port, '127.0.0.1', onReady)
+  // The harness only needs a working channel, so it does not check the server's certificate here.
+  const client = secure.client ? { cert: readFileSync(secure.client.cert), key: readFileSync(secure.client.key) } : {}
+  return tls.connect({ host: '127.0.0.1', port: access.port, rejectUnauthorized: false, ...client }, onReady)
 }
 
 /** Blocks until every thread of `pid` is stopped (state T in /proc), for at most a second; returns at once without /proc. */
