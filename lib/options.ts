@@ -1,6 +1,7 @@
 import type { SessionData } from 'express-session'
 import type memjs from 'memjs'
 import type { Serializer } from './codec.js'
+import { checkSecret } from './crypto.js'
 import { keyProblem } from './keys.js'
 import type { TtlOption } from './ttl.js'
 
@@ -306,20 +307,9 @@ function checkCredentials(username: unknown, password: unknown, memjsOptions: un
   return { username, password }
 }
 
-/** The secrets as a non-empty array of non-empty strings. Messages never quote a secret. */
+/** The secrets, checked by crypto.ts (interim: `secrets` should become a `SecretKeyring`). Messages never quote a secret. */
 function checkSecrets(secret: unknown): string[] {
-  const list = Array.isArray(secret) ? secret : [secret]
-  const bad = list.findIndex((entry) => typeof entry !== 'string' || entry === '')
-  if (list.length === 0 || bad >= 0) {
-    const got = list.length === 0 ? 'an empty array' : describeSecret(list[bad], Array.isArray(secret) ? bad : undefined)
-    throw new TypeError(`Expected \`secret\` to be a non-empty string or a non-empty array of them, got ${got}`)
-  }
-  return list as string[]
-}
-
-function describeSecret(value: unknown, index: number | undefined): string {
-  const what = value === '' ? 'an empty string' : value === null ? 'null' : Array.isArray(value) ? 'an array' : `a ${typeof value}`
-  return index === undefined ? what : `${what} at index ${index}`
+  return checkSecret(secret) as unknown as string[]
 }
 
 function checkBoolean(name: string, value: unknown): boolean {
