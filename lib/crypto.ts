@@ -133,7 +133,7 @@ function secretProblem(entry: unknown): string | undefined {
       return `a ${type} of ${plural(entry.length, 'byte')} with fewer than ${MIN_DISTINCT_UNITS} distinct byte values`
     return undefined
   }
-  if (entry === null) return 'null'
+  if (entry === null || entry === undefined) return String(entry)
   if (Array.isArray(entry)) return 'an array'
   if (ArrayBuffer.isView(entry) || entry instanceof ArrayBuffer) return `a ${entry.constructor.name}`
   return /^[aeiou]/.test(typeof entry) ? `an ${typeof entry}` : `a ${typeof entry}`
@@ -174,7 +174,9 @@ export class SessionCipher {
   /**
    * `secret`: what `checkSecret` returned, or the option itself (checked here, throwing its
    * TypeError). `prefix`: the store's key prefix, which the derived keys depend on; stores with
-   * different prefixes cannot read each other's values even with the same secret.
+   * different prefixes cannot read each other's values even with the same secret. It defaults to
+   * the store's default, 'sess:', so that a store that does not pass it yet keeps working: a store
+   * should always pass its own.
    */
   constructor(secret: SecretKeyring | SecretOption, prefix: string = DEFAULT_PREFIX) {
     const keyring = secret instanceof SecretKeyring ? secret : checkSecret(secret)
