@@ -1,5 +1,4 @@
 import type { SessionData } from 'express-session'
-import type memjs from 'memjs'
 import type { Serializer } from './codec.js'
 import { keyProblem } from './keys.js'
 import type { TtlOption } from './ttl.js'
@@ -7,6 +6,46 @@ import type { TtlOption } from './ttl.js'
 /** Where the store writes what it logs: anything with a `warn` method, such as `console`. */
 export interface Logger {
   warn(message: string): void
+}
+
+/**
+ * What the store reads from a memjs `Client` passed as `client` (declared here so that the
+ * package's types do not depend on memjs's). A memjs 1.3 `Client` satisfies it.
+ */
+export interface MemjsClientLike {
+  servers: ReadonlyArray<{
+    host: string
+    port: number
+    username?: string
+    password?: string
+    options?: { timeout?: number; keepAlive?: boolean; conntimeout?: number }
+  }>
+}
+
+/**
+ * The memjs `ClientOptions` and `ServerOptions` that the `memjs` option passes on to the client
+ * the store creates (declared here so that the package's types do not depend on memjs's).
+ */
+export interface MemjsOptions {
+  /** Seconds before an operation fails (memjs's own timer; the store's `timeout` bounds every operation anyway). */
+  timeout?: number
+  /** Seconds before a connection attempt fails. */
+  conntimeout?: number
+  keepAlive?: boolean
+  /** Seconds before the first keep-alive probe on an idle socket. */
+  keepAliveDelay?: number
+  retries?: number
+  /** Seconds between retries. */
+  retry_delay?: number
+  /** Default expiry in seconds of memjs's own writes. */
+  expires?: number
+  /** Not supported: the store refuses `true` (see the README, "Running on a cluster"). */
+  failover?: boolean
+  failoverTime?: number
+  username?: string
+  password?: string
+  /** Receives memjs's own messages. */
+  logger?: { log(...args: unknown[]): void }
 }
 
 /** A server with its relative share of sessions: `{ address: 'cache-1:11211', weight: 2 }`. */
@@ -38,7 +77,7 @@ export interface MemcacheStoreOptions {
    */
   password?: string
   /** An existing memjs client to use instead of creating one; the store then never closes it. */
-  client?: memjs.Client
+  client?: MemjsClientLike
   /**
    * Prepended to every session ID to form its memcached key.
    * @default "sess:"
@@ -92,7 +131,7 @@ export interface MemcacheStoreOptions {
    */
   maxItemSize?: number
   /** Options for the memjs client the store creates (`username`, `password`, `keepAlive`, ...). */
-  memjs?: memjs.ClientOptions & memjs.ServerOptions
+  memjs?: MemjsOptions
   /**
    * Receives one line per burst of swallowed failures (with `failOpen`) and per unreadable stored
    * value. `false` silences the store.
@@ -112,7 +151,7 @@ export interface ResolvedOptions {
   /** Relative shares, one per server in `servers` order; undefined when no server has a weight. */
   weights: number[] | undefined
   credentials: { username: string; password: string } | undefined
-  client: memjs.Client | undefined
+  client: MemjsClientLike | undefined
   prefix: string
   ttl: TtlOption
   serializer: Serializer
@@ -122,7 +161,7 @@ export interface ResolvedOptions {
   merge: boolean
   timeout: number
   maxItemSize: number
-  memjs: memjs.ClientOptions & memjs.ServerOptions
+  memjs: MemjsOptions
   logger: Logger | undefined
   secrets: string[] | undefined
 }
