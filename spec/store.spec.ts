@@ -55,7 +55,12 @@ describe('get, set, destroy', () => {
     const sess = (await store.get(sid)) as unknown as Record<string, unknown>
     assert.deepEqual(Object.keys(sess).sort(), ['cookie', 'user'])
     // Reflect.ownKeys lists symbols too: a copy must not carry the hidden one.
-    assert.deepEqual(Reflect.ownKeys({ ...sess }).map(String).sort(), ['cookie', 'user'])
+    assert.deepEqual(
+      Reflect.ownKeys({ ...sess })
+        .map(String)
+        .sort(),
+      ['cookie', 'user'],
+    )
     assert.deepEqual(Reflect.ownKeys(Object.assign({}, sess)).map(String).sort(), ['cookie', 'user'])
     assert.deepEqual(JSON.parse(JSON.stringify(sess)), { cookie: sess.cookie, user: 'ada' })
     assert.ok(!inspect(sess).includes(store.prefix), inspect(sess))
