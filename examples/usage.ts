@@ -1,0 +1,34 @@
+// The README's usage example in TypeScript (ESM). spec/package.spec.ts type-checks it against the
+// packed package, with `strict` and `skipLibCheck: false`, as a user's project would.
+import express from 'express'
+import session from 'express-session'
+import { MemcacheStore } from 'express-session-memcache'
+
+// What this app keeps in a session, for req.session's type.
+declare module 'express-session' {
+  interface SessionData {
+    views?: number
+  }
+}
+
+const secret = process.env.SESSION_SECRET
+if (!secret) throw new Error('SESSION_SECRET is not set: set it to a long random string, which signs the session cookie')
+
+const app = express()
+app.use(
+  session({
+    store: new MemcacheStore(), // memcached at MEMCACHIER_SERVERS, MEMCACHE_SERVERS or localhost:11211
+    secret,
+    resave: false,
+    saveUninitialized: false,
+  }),
+)
+app.get('/', (req, res) => {
+  req.session.views = (req.session.views ?? 0) + 1
+  res.send(`${req.session.views} views`)
+})
+const port = Number(process.env.PORT ?? 3000)
+app.listen(port, (error) => {
+  if (error) throw error
+  console.log(`Listening on http://localhost:${port}/`)
+})
