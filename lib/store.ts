@@ -326,7 +326,8 @@ export class MemcacheStore extends session.Store {
     if (expiresAt === undefined) return false
     const overdueMs = Date.now() - expiresAt
     if (overdueMs < 0) return false
-    if (ttl !== undefined) return ttl === -1 || ttl * 1000 < MEMCACHED_GRACE_MS
+    // With a `ttl` function memcached's expiry does not follow the cookie, so it tells nothing here.
+    if (ttl !== undefined && typeof this.#options.ttl !== 'function') return ttl === -1 || ttl * 1000 < MEMCACHED_GRACE_MS
     return overdueMs < MEMCACHED_GRACE_MS
   }
 
@@ -339,7 +340,12 @@ export class MemcacheStore extends session.Store {
     if (err.code === 'ETIMEDOUT' && this.#memcached.protocol === 'binary') {
       return "; if the server accepts only text and meta commands (memcached -B ascii, ElastiCache Serverless, a proxy), use `protocol: 'meta'`"
     }
-    if (err.code === 'ECONNCLOSED' && !this.#options.tls) return '; if the server expects TLS, set `tls`'
+    if (err.code === 'ECONNCLOSED') {
+      const tls = this.#options.tls ? '' : '; if the server expects TLS, set `tls`'
+      const binary =
+        this.#memcached.protocol === 'meta' ? "; if it speaks only the binary protocol (SASL, -B binary), use `protocol: 'binary'`" : ''
+      return tls + binary
+    }
     return ''
   }
 }

@@ -4,11 +4,11 @@
 // names its seed and index so it can be reproduced.
 import assert from 'node:assert/strict'
 import { after, describe, it } from 'node:test'
-import memjs from 'memjs'
 import request from 'supertest'
 import type { MemcacheStore, MemcacheStoreError } from '../lib/index.ts'
 import { testApp } from './harness/app.ts'
 import { seededRandom } from './harness/faults.ts'
+import { RawClient } from './harness/raw.ts'
 import { plainSession, randomId, useMemcached } from './harness/stores.ts'
 
 const SEED = 20261125
@@ -130,7 +130,7 @@ describe('stored values that are not sessions', () => {
     const lines: string[] = []
     const store = stores.create({ logger: { warn: (line) => lines.push(line) } })
     const guardId = await guard(store)
-    const client = memjs.Client.create(file.server.address, { logger: { log() {} } })
+    const client = new RawClient(file.server.address)
     const random = seededRandom(SEED + 2)
     const full = JSON.stringify(plainSession({ user: 'ada' }))
     const values: Array<string | Buffer> = [

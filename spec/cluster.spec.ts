@@ -4,8 +4,9 @@ import assert from 'node:assert/strict'
 import { after, before, describe, it } from 'node:test'
 import HashRing from 'hashring'
 import memjs from 'memjs'
-import { MemcacheStore, type MemcacheStoreError, type MemcacheStoreOptions } from '../lib/index.ts'
+import type { MemcacheStore, MemcacheStoreError, MemcacheStoreOptions } from '../lib/index.ts'
 import { type MemcachedServer, sleep, startMemcacheds } from './harness/memcached.ts'
+import { createStore } from './harness/protocol.ts'
 import { plainSession, randomId, uniquePrefix } from './harness/stores.ts'
 import { inBatches, percentile, type Request, runTraffic } from './harness/traffic.ts'
 
@@ -24,7 +25,7 @@ after(async () => {
 })
 
 function create(members: readonly MemcachedServer[], options: MemcacheStoreOptions = {}): MemcacheStore {
-  const store = new MemcacheStore({ servers: members.map((server) => server.address), logger: false, timeout: TIMEOUT_MS, ...options })
+  const store = createStore({ servers: members.map((server) => server.address), logger: false, timeout: TIMEOUT_MS, ...options })
   stores.push(store)
   return store
 }
@@ -143,7 +144,7 @@ describe('placement', () => {
     const client = memjs.Client.create(members.map((server) => server.address).join(','), { logger: { log() {} } })
     // @types/memjs declares getServer as returning a string; memjs uses it as an index.
     ;(client as unknown as { getServer(key: string): number }).getServer = () => 1
-    const store = new MemcacheStore({ client, prefix: uniquePrefix(), logger: false })
+    const store = createStore({ client, prefix: uniquePrefix(), logger: false })
     await writeSessions(store, 20)
     const held = await Promise.all(members.map((server) => keysOn(server, store.prefix)))
     assert.deepEqual(
@@ -156,15 +157,15 @@ describe('placement', () => {
 
   it('refuses a server listed twice and weights that are not positive numbers', () => {
     const address = servers[0].address
-    assert.throws(() => new MemcacheStore({ servers: [address, servers[1].address, address] }), /listed twice/)
+    assert.throws(() => createStore({ servers: [address, servers[1].address, address] }), /listed twice/)
     for (const weight of [0, -1, Number.NaN, '2', Number.POSITIVE_INFINITY]) {
       assert.throws(
-        () => new MemcacheStore({ servers: [{ address, weight: weight as number }, servers[1].address] }),
+        () => createStore({ servers: [{ address, weight: weight as number }, servers[1].address] }),
         (err: Error) => err instanceof TypeError && err.message.includes(`weight of server "${address}"`),
       )
     }
-    assert.throws(() => new MemcacheStore({ servers: [{ address, wieght: 2 } as never] }), /Unknown field `wieght`/)
-    assert.throws(() => new MemcacheStore({ memjs: { failover: true } } as never), /Unknown option `memjs`: .*failover are unsafe/)
+    assert.throws(() => createStore({ servers: [{ address, wieght: 2 } as never] }), /Unknown field `wieght`/)
+    assert.throws(() => createStore({ memjs: { failover: true } } as never), /Unknown option `memjs`: .*failover are unsafe/)
   })
 })
 

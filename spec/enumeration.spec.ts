@@ -6,14 +6,15 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { after, before, describe, it } from 'node:test'
 import type { SessionData } from 'express-session'
-import memjs from 'memjs'
-import { MemcacheStore, type MemcacheStoreError, type MemcacheStoreOptions } from '../lib/index.ts'
+import type { MemcacheStore, MemcacheStoreError, MemcacheStoreOptions } from '../lib/index.ts'
 import { MemcachedServer, sleep, startMemcacheds } from './harness/memcached.ts'
+import { createStore } from './harness/protocol.ts'
+import { RawClient } from './harness/raw.ts'
 import { plainSession, randomId, StoreFactory } from './harness/stores.ts'
 
 let server: MemcachedServer
 const stores = new StoreFactory(() => server)
-const clients: memjs.Client[] = []
+const clients: RawClient[] = []
 
 before(async () => {
   server = await MemcachedServer.start({ memoryMb: 128 })
@@ -24,15 +25,15 @@ after(async () => {
   await server.stop()
 })
 
-/** A plain memjs client: "another application" sharing the server. */
-function rawClient(servers: string): memjs.Client {
-  const client = memjs.Client.create(servers, { logger: { log() {} } })
+/** A plain client: "another application" sharing the server. */
+function rawClient(servers: string): RawClient {
+  const client = new RawClient(servers)
   clients.push(client)
   return client
 }
 
 /** Keys another application keeps on the same server, including ones that look almost like sessions. */
-async function writeForeignKeys(client: memjs.Client, prefix: string): Promise<string[]> {
+async function writeForeignKeys(client: RawClient, prefix: string): Promise<string[]> {
   const keys = ['user:42', 'cache:page:/', prefix.slice(0, -1), `x${prefix}abc`, `${prefix.toUpperCase()}abc`, 'sess:', 'other:sess:1']
   for (const key of keys) await client.set(key, 'foreign', { expires: 0 })
   return keys
@@ -158,7 +159,7 @@ describe('on two servers', () => {
 
   it('lists and clears the sessions of every server, and nothing else', async () => {
     const servers = pair.map((each) => each.address).join(',')
-    const store = new MemcacheStore({ servers, prefix: 'pair:', logger: false })
+    const store = createStore({ servers, prefix: 'pair:', logger: false })
     try {
       const foreign = await writeForeignKeys(rawClient(servers), store.prefix)
       for (const each of pair) await rawClient(each.address).set('pair-neighbour', 'foreign', { expires: 0 })
@@ -181,7 +182,7 @@ describe('on two servers', () => {
   })
 
   it('fails, naming the server, when one of them is down', async () => {
-    const store = new MemcacheStore({ servers: pair.map((each) => each.address).join(','), prefix: 'pair:', logger: false })
+    const store = createStore({ servers: pair.map((each) => each.address).join(','), prefix: 'pair:', logger: false })
     try {
       await pair[1].kill()
       await assert.rejects(
@@ -197,7 +198,7 @@ describe('on two servers', () => {
 
 describe('servers that cannot be listed', () => {
   async function expectFailure(started: MemcachedServer, pattern: RegExp, code: string, options: MemcacheStoreOptions = {}) {
-    const store = new MemcacheStore({ servers: started.address, logger: false, timeout: 500, ...options })
+    const store = createStore({ servers: started.address, logger: false, timeout: 500, ...options })
     try {
       for (const operation of [() => store.all(), () => store.ids(), () => store.length(), () => store.clear()]) {
         const begun = performance.now()
@@ -221,7 +222,8 @@ describe('servers that cannot be listed', () => {
     writeFileSync(join(dir, 'memcached.conf'), `mech_list: plain\nsasldb_path: ${join(dir, 'sasldb')}\n`)
     execFileSync('saslpasswd2', ['-p', '-a', 'memcached', '-c', '-f', join(dir, 'sasldb'), 'alice'], { input: 'pw' })
     const sasl = await MemcachedServer.start({ args: ['-S'], env: { SASL_CONF_PATH: dir }, sasl: true })
-    const store = new MemcacheStore({ servers: sasl.address, logger: false, username: 'alice', password: 'pw' })
+    // SASL exists only in the binary protocol: this store speaks it whatever protocol the suite runs.
+    const store = createStore({ servers: sasl.address, logger: false, username: 'alice', password: 'pw', protocol: 'binary' })
     try {
       await store.set('abc', plainSession({ user: 'ada' }))
       assert.ok(await store.get('abc'), 'the binary protocol works with SASL')
@@ -252,7 +254,7 @@ describe('servers that cannot be listed', () => {
 
   it('close() ends a dump in progress at once', async () => {
     const frozen = await MemcachedServer.start()
-    const store = new MemcacheStore({ servers: frozen.address, logger: false, timeout: 5000 })
+    const store = createStore({ servers: frozen.address, logger: false, timeout: 5000 })
     try {
       frozen.freeze()
       const listing = store.length()

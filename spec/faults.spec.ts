@@ -8,10 +8,11 @@ import v8 from 'node:v8'
 import vm from 'node:vm'
 import memjs from 'memjs'
 import request from 'supertest'
-import { MemcacheStore, MemcacheStoreError } from '../lib/index.ts'
+import { MemcacheStoreError } from '../lib/index.ts'
 import { testApp } from './harness/app.ts'
 import { brokenListener, loadLoop, watchProcess } from './harness/faults.ts'
 import { freePort, MemcachedServer, sleep } from './harness/memcached.ts'
+import { createStore } from './harness/protocol.ts'
 import { assertIdle, newSession, plainSession, randomId } from './harness/stores.ts'
 
 const TIMEOUT = 300
@@ -57,7 +58,7 @@ async function untilSuccess(operation: () => Promise<unknown>, limitMs: number):
 describe('bounded time', () => {
   it('refused connections: every operation fails fast with an Error naming the server', async () => {
     const address = `127.0.0.1:${await freePort()}`
-    const store = new MemcacheStore({ servers: address, timeout: TIMEOUT, logger: false })
+    const store = createStore({ servers: address, timeout: TIMEOUT, logger: false })
     const sids = Array.from({ length: 20 }, randomId)
     const load = loadLoop(20, (i) => store.get(sids[i % sids.length]))
     await sleep(1000)
@@ -71,7 +72,7 @@ describe('bounded time', () => {
 
   it('a server frozen (SIGSTOP) under continuous load: every operation settles within the timeout, then recovers', async () => {
     const server = await MemcachedServer.start()
-    const store = new MemcacheStore({ servers: server.address, timeout: TIMEOUT, logger: false })
+    const store = createStore({ servers: server.address, timeout: TIMEOUT, logger: false })
     try {
       const sids = Array.from({ length: 50 }, randomId)
       await Promise.all(sids.map((sid) => store.set(sid, plainSession({ sid }))))
@@ -106,7 +107,7 @@ describe('bounded time', () => {
 
   it('a peer that accepts and closes every connection: operations settle at once, never hang', async () => {
     const listener = await brokenListener('close')
-    const store = new MemcacheStore({ servers: listener.address, timeout: TIMEOUT, logger: false })
+    const store = createStore({ servers: listener.address, timeout: TIMEOUT, logger: false })
     const load = loadLoop(10, (i) => (i % 2 ? store.get(`s${i}`) : store.set(`s${i}`, plainSession())))
     await sleep(800)
     const results = await load.stop()
@@ -124,7 +125,7 @@ describe('bounded time', () => {
 
   it('a peer that answers garbage: operations settle within the timeout with an Error', async () => {
     const listener = await brokenListener('garbage', 42)
-    const store = new MemcacheStore({ servers: listener.address, timeout: TIMEOUT, logger: false })
+    const store = createStore({ servers: listener.address, timeout: TIMEOUT, logger: false })
     const load = loadLoop(10, (i) => store.get(`s${i}`))
     await sleep(1000)
     const results = await load.stop()
@@ -138,7 +139,7 @@ describe('bounded time', () => {
 
   it('SIGKILL with requests in flight, then a restart on the same port: recovery within 2 s, new sessions read back', async () => {
     const server = await MemcachedServer.start()
-    const store = new MemcacheStore({ servers: server.address, timeout: TIMEOUT, logger: false })
+    const store = createStore({ servers: server.address, timeout: TIMEOUT, logger: false })
     try {
       const load = loadLoop(50, (i) => store.set(`k${i % 500}`, plainSession({ i })))
       await sleep(300)
@@ -170,7 +171,7 @@ describe('HTTP through express-session', () => {
     it(`frozen memcached, failOpen ${failOpen}: every request is answered within about the timeout`, async () => {
       const server = await MemcachedServer.start()
       const lines: string[] = []
-      const store = new MemcacheStore({ servers: server.address, timeout: TIMEOUT, failOpen, logger: { warn: (l) => lines.push(l) } })
+      const store = createStore({ servers: server.address, timeout: TIMEOUT, failOpen, logger: { warn: (l) => lines.push(l) } })
       const app = testApp(store)
       try {
         const agent = request.agent(app)
@@ -207,7 +208,7 @@ describe('HTTP through express-session', () => {
   it('failOpen with memcached unreachable: a fresh, empty session for every request, nothing thrown', async () => {
     const address = `127.0.0.1:${await freePort()}`
     const lines: string[] = []
-    const store = new MemcacheStore({ servers: address, timeout: TIMEOUT, failOpen: true, logger: { warn: (l) => lines.push(l) } })
+    const store = createStore({ servers: address, timeout: TIMEOUT, failOpen: true, logger: { warn: (l) => lines.push(l) } })
     const agent = request.agent(testApp(store))
     for (let i = 0; i < 20; i++) {
       const res = await agent.get('/count').expect(200)
@@ -227,14 +228,15 @@ describe('memjs traps', () => {
 
   it('survives 2^31+ operations on one memjs client (sequence counter moved next to the boundary)', async () => {
     const client = memjs.Client.create(server.address, { logger: { log() {} } })
-    const store = new MemcacheStore({ client, prefix: 'seq:', logger: false })
+    const store = createStore({ client, prefix: 'seq:', logger: false })
     const raw = client as unknown as { seq: number }
     raw.seq = 2 ** 31 - 1
     await assert.rejects(client.get('x'), RangeError, 'memjs itself throws past 2^31 (the trap is real)')
     raw.seq = 2 ** 31 - 1_000
     for (let i = 0; i < 2_000; i++) await store.set(`s${i % 10}`, plainSession({ i }))
     assert.ok(await store.get('s9'))
-    assert.ok(raw.seq > 0 && raw.seq < 2 ** 31, `the counter wrapped safely (now ${raw.seq})`)
+    // The store numbers its requests per connection and wraps before 2^32; memjs's counter is not used.
+    assert.equal(raw.seq, 2 ** 31 - 1_000)
     await store.close()
     client.close()
   })
@@ -242,7 +244,7 @@ describe('memjs traps', () => {
   it('no false collision when an add times out although memcached stored it; a real collision still is one', async () => {
     // memjs would retry the timed-out ADD and report "exists"; the store never retries a write.
     const client = memjs.Client.create(server.address, { logger: { log() {} }, retries: 3, timeout: 0.1, retry_delay: 0.05 })
-    const store = new MemcacheStore({ client, prefix: uniqueFaultPrefix(), timeout: TIMEOUT, logger: false })
+    const store = createStore({ client, prefix: uniqueFaultPrefix(), timeout: TIMEOUT, logger: false })
     const sid = randomId()
     await store.get('warm-up')
     server.freeze()
@@ -263,14 +265,13 @@ describe('memjs traps', () => {
     client.close()
   })
 
-  it('SASL-style failures that memjs rejects with a string reach the caller as Errors', async () => {
-    const store = new MemcacheStore({ servers: `nobody:wrong@${server.address}`, timeout: TIMEOUT, logger: false })
-    // This server has no SASL: the handshake gets "unknown command"; the store must still settle with an Error.
-    const outcome = await store.get('x').then(
-      (value) => ({ value }),
-      (error) => ({ error }),
-    )
-    if ('error' in outcome) assert.ok(outcome.error instanceof Error)
+  it('credentials for a server without authentication: the handshake settles and the connection is used', async () => {
+    const store = createStore({ servers: `nobody:wrong@${server.address}`, timeout: TIMEOUT, logger: false })
+    // Binary: SASL gets "unknown command", which memjs (and the store) take as "no SASL here". Meta:
+    // the token write is an ordinary SET there, stored already expired. Either way the store works.
+    assert.equal(await store.get('x'), null)
+    await store.set('x', plainSession({ after: 'handshake' }))
+    assert.ok(await store.get('x'))
     await store.close()
   })
 })
@@ -278,7 +279,7 @@ describe('memjs traps', () => {
 describe('memory stays bounded', () => {
   it('200,000 operations over 100,000 session IDs: lock table empty, heap within a few MB', async () => {
     const server = await MemcachedServer.start({ memoryMb: 256 })
-    const store = new MemcacheStore({ servers: server.address, logger: false, ttl: 60 })
+    const store = createStore({ servers: server.address, logger: false, ttl: 60 })
     const gc = exposeGc()
     try {
       const sess = plainSession({ n: 1 }, null)

@@ -5,11 +5,12 @@ import { dirname, join } from 'node:path'
 import { describe, it } from 'node:test'
 import { fileURLToPath } from 'node:url'
 import type { SessionData } from 'express-session'
-import memjs from 'memjs'
 import request from 'supertest'
-import { MemcacheStore, type MemcacheStoreError } from '../lib/index.ts'
+import type { MemcacheStore, MemcacheStoreError } from '../lib/index.ts'
 import { mergeSessions } from '../lib/merge.ts'
 import { testApp } from './harness/app.ts'
+import { createStore } from './harness/protocol.ts'
+import { RawClient, setSync } from './harness/raw.ts'
 import { loadSession, plainSession, randomId, uniquePrefix, useMemcached } from './harness/stores.ts'
 
 const file = useMemcached()
@@ -87,19 +88,19 @@ describe('concurrent requests in one process', () => {
   })
 
   it("gives up with an error after a bounded number of lost races, leaving the other writer's value", async () => {
-    const client = memjs.Client.create(file.server.address, { logger: { log() {} } })
+    const client = new RawClient(file.server.address)
     const prefix = uniquePrefix()
     const sid = randomId()
     let stringified = 0
-    // Every merge attempt is overtaken by another writer on the same connection (so it lands first).
+    // Every merge attempt is overtaken by another writer, whose write has landed before the store's is sent.
     const serializer = {
       parse: JSON.parse,
       stringify(sess: SessionData) {
-        if (++stringified > 1) void client.set(prefix + sid, JSON.stringify({ ...plainSession(), other: stringified }), { expires: 60 })
+        if (++stringified > 1) setSync(file.server.address, prefix + sid, JSON.stringify({ ...plainSession(), other: stringified }), 60)
         return JSON.stringify(sess)
       },
     }
-    const store = new MemcacheStore({ client, prefix, serializer, logger: false })
+    const store = createStore({ servers: file.server.address, prefix, serializer, logger: false })
     await client.set(prefix + sid, JSON.stringify(plainSession({ v: 0 })), { expires: 60 })
     const loaded = (await loadSession(store, sid)) as unknown as SessionData & { v: number }
     await client.set(prefix + sid, JSON.stringify(plainSession({ v: 0, other: 1 })), { expires: 60 })

@@ -2,8 +2,10 @@ import assert from 'node:assert/strict'
 import { describe, it } from 'node:test'
 import { inspect } from 'node:util'
 import memjs from 'memjs'
-import { ERROR_CODES, MemcacheStore, MemcacheStoreError } from '../lib/index.ts'
+import { ERROR_CODES, type MemcacheStore, MemcacheStoreError } from '../lib/index.ts'
 import { freePort, MemcachedServer, sleep } from './harness/memcached.ts'
+import { createStore } from './harness/protocol.ts'
+import { RawClient } from './harness/raw.ts'
 import { assertIdle, loadSession, newSession, plainSession, randomId, useMemcached } from './harness/stores.ts'
 
 const file = useMemcached()
@@ -75,7 +77,7 @@ describe('get, set, destroy', () => {
       },
     })
     const sid = randomId()
-    const client = memjs.Client.create(file.server.address, { logger: { log() {} } })
+    const client = new RawClient(file.server.address)
     await client.set(keyOf(store, sid), 'not json', { expires: 60 })
     client.close()
     const received = await new Promise((resolve) => store.get(sid, (err, value) => resolve(err ?? value)))
@@ -313,7 +315,7 @@ describe('item size', () => {
   it('follows a configured maxItemSize, matching memcached -I', async () => {
     const big = await MemcachedServer.start({ args: ['-I', '2m'] })
     try {
-      const store = new MemcacheStore({ servers: big.address, maxItemSize: 2 * 1_048_576, logger: false })
+      const store = createStore({ servers: big.address, maxItemSize: 2 * 1_048_576, logger: false })
       const sid = randomId()
       await store.set(sid, plainSession({ v: 'x'.repeat(1_500_000) }))
       assert.ok(await store.get(sid))
@@ -338,7 +340,7 @@ describe('unreadable stored values', () => {
       const lines: string[] = []
       const store = stores.create({ logger: { warn: (line) => lines.push(line) } })
       const sid = randomId()
-      const client = memjs.Client.create(file.server.address, { logger: { log() {} } })
+      const client = new RawClient(file.server.address)
       await client.set(keyOf(store, sid), raw as string, { expires: 60 })
       client.close()
       assert.equal(await store.get(sid), null)
@@ -356,7 +358,7 @@ describe('ready and close', () => {
 
   it('ready() rejects naming each unreachable server', async () => {
     const [deadA, deadB] = [await freePort(), await freePort()]
-    const store = new MemcacheStore({ servers: [`127.0.0.1:${deadA}`, file.server.address, `127.0.0.1:${deadB}`], logger: false })
+    const store = createStore({ servers: [`127.0.0.1:${deadA}`, file.server.address, `127.0.0.1:${deadB}`], logger: false })
     await assert.rejects(store.ready(), (err: Error) => {
       assert.match(err.message, new RegExp(`127\\.0\\.0\\.1:${deadA} \\(.*ECONNREFUSED`))
       assert.match(err.message, new RegExp(`127\\.0\\.0\\.1:${deadB}`))
@@ -374,14 +376,16 @@ describe('ready and close', () => {
     await assert.rejects(store.get('a'), (err: MemcacheStoreError) => err.code === 'ECLOSED')
   })
 
-  it('never closes a client it was given', async () => {
+  it('uses the servers of a memjs client it was given, and never closes that client', async () => {
     const client = memjs.Client.create(file.server.address, { logger: { log() {} } })
-    const store = new MemcacheStore({ client, prefix: 'given:', logger: false })
-    await store.set('a', plainSession())
+    let closed = 0
+    client.close = () => void closed++
+    const store = createStore({ client, prefix: 'given:', logger: false })
+    await store.set('a', plainSession({ via: 'client' }))
+    assert.equal(((await store.get('a')) as unknown as { via: string }).via, 'client')
+    assert.ok(await file.server.inspect('given:a'), "the session is on the client's server")
     await store.close()
-    await client.set('still-open', 'yes', { expires: 10 })
-    assert.equal((await client.get('still-open')).value?.toString(), 'yes')
-    client.close()
+    assert.equal(closed, 0)
   })
 })
 
@@ -414,7 +418,7 @@ describe('per-session locks', () => {
 describe('bounded time and failOpen', () => {
   it('settles within the timeout when the server is frozen, with an error naming the server, and recovers', async () => {
     const frozen = await MemcachedServer.start()
-    const store = new MemcacheStore({ servers: frozen.address, timeout: 300, logger: false })
+    const store = createStore({ servers: frozen.address, timeout: 300, logger: false })
     try {
       await store.set('a', plainSession({ v: 1 }))
       frozen.freeze()
@@ -440,7 +444,7 @@ describe('bounded time and failOpen', () => {
   it('failOpen: a dead server yields no session, writes succeed without writing, one log line per burst; destroy still fails', async () => {
     const doomed = await MemcachedServer.start()
     const lines: string[] = []
-    const store = new MemcacheStore({ servers: doomed.address, failOpen: true, timeout: 300, logger: { warn: (l) => lines.push(l) } })
+    const store = createStore({ servers: doomed.address, failOpen: true, timeout: 300, logger: { warn: (l) => lines.push(l) } })
     try {
       await store.set('a', plainSession())
       await doomed.kill()
@@ -464,7 +468,7 @@ describe('bounded time and failOpen', () => {
 
   it('without failOpen, a dead server is an error passed on', async () => {
     const doomed = await MemcachedServer.start()
-    const store = new MemcacheStore({ servers: doomed.address, timeout: 300, logger: false })
+    const store = createStore({ servers: doomed.address, timeout: 300, logger: false })
     await doomed.kill()
     await assert.rejects(store.get('a'), (err: MemcacheStoreError) => err instanceof Error && err.message.includes(doomed.address))
     await store.close()

@@ -1,8 +1,9 @@
 import assert from 'node:assert/strict'
 import { describe, it } from 'node:test'
-import { MemcacheStore } from '../lib/index.ts'
+import type { MemcacheStore } from '../lib/index.ts'
 import { RecentTouches } from '../lib/recent-touches.ts'
 import { sleep } from './harness/memcached.ts'
+import { createStore } from './harness/protocol.ts'
 import { plainSession, randomId, useMemcached } from './harness/stores.ts'
 
 const file = useMemcached()
@@ -43,7 +44,7 @@ describe('touchAfter', () => {
 
   it('remembers only what this store touched: another store (another process) still touches', async () => {
     const first = stores.create({ touchAfter: 60 })
-    const second = new MemcacheStore({ servers: file.server.address, prefix: first.prefix, logger: false, touchAfter: 60 })
+    const second = createStore({ servers: file.server.address, prefix: first.prefix, logger: false, touchAfter: 60 })
     try {
       const sid = randomId()
       await first.set(sid, plainSession({}, TEN_SECONDS))
@@ -81,7 +82,7 @@ describe('touchAfter', () => {
   it('rejects a touchAfter that is not a non-negative number of seconds, quoting it', () => {
     for (const bad of [-1, Number.NaN, Number.POSITIVE_INFINITY, '60', true]) {
       assert.throws(
-        () => new MemcacheStore({ touchAfter: bad as number }),
+        () => createStore({ touchAfter: bad as number }),
         (err: Error) => {
           assert.ok(err instanceof TypeError)
           assert.match(err.message, /`touchAfter`/)

@@ -168,9 +168,13 @@ function parseLine(line: string, expected: Pending | undefined, limit: number): 
   }
   let opaque: string | undefined
   let key: string | undefined
+  let base64Key = false
   for (let i = first; i < tokens.length; i++) {
     const token = tokens[i]
     switch (token.charCodeAt(0)) {
+      case 0x62: // b: the key is echoed in base64 (it was stored as a binary key by some client)
+        base64Key = token.length === 1
+        break
       case 0x4f: // O
         opaque = token.slice(1)
         break
@@ -189,6 +193,7 @@ function parseLine(line: string, expected: Pending | undefined, limit: number): 
     return `a reply out of order (opaque ${opaque ?? 'missing'}) where the answer to opaque ${expected.opaque} was due`
   }
   const asksKey = expected.command === 'get' || expected.command === 'gat' || expected.command === 'touch'
+  if (base64Key && key !== undefined) key = Buffer.from(key, 'base64').toString()
   if (asksKey && key !== expected.key) return `a reply for another key where the answer to ${expected.command} of the requested key was due`
   return { reply, value: valueLength }
 }
@@ -242,7 +247,15 @@ export class MetaTransport implements Transport {
       outcome()
     }
     const onError = (err: Error) => settle(() => callbacks.failed(connectFailureCode(err), err.message, err))
-    const onClose = () => settle(() => callbacks.failed('ECONNCLOSED', 'the server closed the connection while it was being opened'))
+    const onClose = () =>
+      settle(() =>
+        callbacks.failed(
+          'ECONNCLOSED',
+          opened.stage === 'authenticating'
+            ? 'the server closed the connection instead of answering token authentication: it speaks only the binary protocol (started with -S for SASL, or -B binary), where SASL is used instead'
+            : `the server closed the connection while it was being opened${this.#tls ? ' (during the TLS handshake)' : ' (if it expects TLS, set `tls`)'}`,
+        ),
+      )
     let line = ''
     const onData = (chunk: Buffer) => {
       line += chunk.toString('latin1')

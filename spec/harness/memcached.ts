@@ -9,6 +9,7 @@ import net from 'node:net'
 import { tmpdir } from 'node:os'
 import path from 'node:path'
 import tls from 'node:tls'
+import { PROTOCOL } from './protocol.ts'
 
 const INSTALL_HINT =
   'memcached was not found. The tests start their own memcached processes: install it with ' +
@@ -80,9 +81,12 @@ interface Access {
 }
 
 const running = new Set<ChildProcess>()
-process.on('exit', () => {
+
+/** Kills every memcached this process started and has not stopped: a failed test's leftovers. */
+export function killLeftovers(): void {
   for (const child of running) child.kill('SIGKILL')
-})
+}
+process.on('exit', killLeftovers)
 
 export class MemcachedServer {
   readonly port: number
@@ -139,6 +143,7 @@ export class MemcachedServer {
     })
     this.#child = child
     running.add(child)
+
     child.once('exit', () => {
       running.delete(child)
       if (this.#child === child) this.#child = undefined
@@ -281,7 +286,10 @@ function connectOnce(port: number): Promise<void> {
 /** The -B, -Z and -Y arguments for the options' variants. */
 function variantArgs(options: MemcachedOptions, authFile: string | undefined): string[] {
   const args: string[] = []
-  if (options.protocol) args.push('-B', options.protocol)
+  // The meta half of the suite runs on servers that refuse the binary protocol, unless a test asks otherwise.
+  const explicit = options.protocol !== undefined || options.sasl || options.args?.includes('-B') || authFile !== undefined
+  const protocol = explicit ? options.protocol : PROTOCOL === 'meta' ? 'ascii' : undefined
+  if (protocol) args.push('-B', protocol)
   if (authFile) args.push('-Y', authFile)
   const secure = options.tls
   if (secure) {

@@ -1,8 +1,12 @@
 import assert from 'node:assert/strict'
 import { after, before } from 'node:test'
 import session, { type SessionData } from 'express-session'
-import { MemcacheStore, type MemcacheStoreOptions } from '../../lib/index.ts'
-import { type MemcachedOptions, MemcachedServer } from './memcached.ts'
+import type { MemcacheStore, MemcacheStoreOptions } from '../../lib/index.ts'
+import { killLeftovers, type MemcachedOptions, MemcachedServer } from './memcached.ts'
+import { createStore } from './protocol.ts'
+
+// A test that failed before stopping its servers must not keep the test file's process alive.
+after(killLeftovers)
 
 let counter = 0
 
@@ -17,7 +21,7 @@ export class StoreFactory {
   constructor(readonly server: () => MemcachedServer) {}
 
   create(options: MemcacheStoreOptions = {}): MemcacheStore {
-    const store = new MemcacheStore({ servers: this.server().address, prefix: uniquePrefix(), logger: false, ...options })
+    const store = createStore({ servers: this.server().address, prefix: uniquePrefix(), logger: false, ...options })
     this.#stores.push(store)
     return store
   }
