@@ -2,6 +2,7 @@ import type tls from 'node:tls'
 import type { SessionData } from 'express-session'
 import type { Serializer } from './codec.js'
 import { checkSecret, type SecretKeyring, type SecretOption } from './crypto.js'
+import { randomSessionId } from './genid.js'
 import { keyProblem } from './keys.js'
 import type { TtlOption } from './ttl.js'
 
@@ -125,6 +126,12 @@ export interface MemcacheStoreOptions {
    * @default undefined (sessions are stored as plain serialized text)
    */
   secret?: SecretOption
+  /**
+   * Makes candidate session IDs for `store.genid`, which reserves each in memcached before handing
+   * it out. Its IDs must be usable as memcached keys after the prefix.
+   * @default 24 random bytes in base64url, as express-session's own IDs
+   */
+  generateId?: () => string
 }
 
 /** One server, parsed. */
@@ -163,6 +170,7 @@ export interface ResolvedOptions {
   maxItemSize: number
   logger: Logger | undefined
   secrets: SecretKeyring | undefined
+  generateId: () => string
 }
 
 /** Every default, in one place. */
@@ -201,6 +209,7 @@ const KNOWN_OPTIONS = {
   maxItemSize: true,
   logger: true,
   secret: true,
+  generateId: true,
 } as const satisfies Record<keyof MemcacheStoreOptions, true>
 
 /** Options of other stores that users bring along, and what to use here instead. */
@@ -275,6 +284,8 @@ export function resolveOptions(options: MemcacheStoreOptions = {}, env: NodeJS.P
   if (!(Number.isSafeInteger(maxItemSize) && maxItemSize >= 1024)) {
     throw new TypeError(`Expected \`maxItemSize\` to be a whole number of bytes of at least 1024, got ${quote(maxItemSize)}`)
   }
+  const generateId = options.generateId ?? randomSessionId
+  if (typeof generateId !== 'function') throw new TypeError(`Expected \`generateId\` to be a function returning a session ID, got ${quote(generateId)}`)
   if (logger !== undefined && logger !== false && typeof (logger as Logger | null)?.warn !== 'function') {
     throw new TypeError(`Expected \`logger\` to have a \`warn\` method, or to be false, got ${quote(logger)}`)
   }
@@ -297,6 +308,7 @@ export function resolveOptions(options: MemcacheStoreOptions = {}, env: NodeJS.P
     maxItemSize,
     logger: logger === false ? undefined : (logger ?? console),
     secrets: options.secret === undefined ? undefined : checkSecret(options.secret),
+    generateId,
   }
 }
 

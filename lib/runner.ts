@@ -129,8 +129,14 @@ export class OperationRunner {
       this.#locks.acquire(
         key,
         () => {
-          // Timed out while waiting: the caller has its error, so the work must never run.
+          // Timed out while waiting: the work must never run. The deadline may have passed with its
+          // sweep still to come (a blocked event loop): the waiter then fails here, the same way.
           if (!this.#running.has(id)) return this.#locks.release(key)
+          if (performance.now() >= running.deadline) {
+            this.#running.delete(id)
+            this.#locks.release(key)
+            return fail(this.#timeoutError(running))
+          }
           running.locked = true
           let work: Promise<T>
           try {

@@ -1,5 +1,6 @@
 import type { SessionData } from 'express-session'
 import type { SessionCodec } from './codec.js'
+import type { Reservation } from './genid.js'
 import { MemcacheStoreError } from './errors.js'
 import type { Memcached } from './memcached/memcached.js'
 import { mergeSessions } from './merge.js'
@@ -46,9 +47,16 @@ export class SessionWriter {
     this.#isExpired = isExpired
   }
 
-  /** ADD: fails with ECOLLISION (after deleting what was there) when the ID is taken. */
-  async saveNew(context: OperationContext, sess: object, encoded: Encoded): Promise<void> {
-    const added = await this.#memcached.store('add', context.key, encoded.value, encoded.expiry, context)
+  /**
+   * ADD: fails with ECOLLISION (after deleting what was there) when the ID is taken. An ID that
+   * `genid` reserved writes over its own placeholder instead, with the CAS its reservation returned.
+   */
+  async saveNew(context: OperationContext, sess: object, encoded: Encoded, reservation?: Reservation): Promise<void> {
+    let added = reservation
+      ? await this.#memcached.store('set', context.key, encoded.value, encoded.expiry, context, reservation.cas)
+      : await this.#memcached.store('add', context.key, encoded.value, encoded.expiry, context)
+    // The placeholder expired before the first save (a very slow request): the ID is checked with ADD after all.
+    if (reservation && added.status === 'miss') added = await this.#memcached.store('add', context.key, encoded.value, encoded.expiry, context)
     if (added.status === 'ok') {
       this.#origins.remember(sess, this.#originOf(context.key, added.cas, encoded))
       return

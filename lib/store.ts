@@ -2,14 +2,15 @@ import session, { type SessionData } from 'express-session'
 import { SessionCodec } from './codec.js'
 import { SessionCipher } from './crypto.js'
 import { SessionEnumeration } from './enumeration.js'
-import { MemcacheStoreError } from './errors.js'
+import { MemcacheStoreError, redactId } from './errors.js'
+import { ReservedIds } from './genid.js'
 import { BurstLog } from './log.js'
 import { createMemcached } from './memcached/index.js'
 import type { Item, Memcached, ServerState } from './memcached/memcached.js'
 import { type MemcacheStoreOptions, type ResolvedOptions, resolveOptions } from './options.js'
 import { Origins } from './origins.js'
 import { RecentTouches } from './recent-touches.js'
-import { isPlaceholder, RESERVATION_TTL_SECONDS } from './reservations.js'
+import { isPlaceholder, PLACEHOLDER, RESERVATION_TTL_SECONDS } from './reservations.js'
 import { type Callback, type OperationContext, OperationRunner, settle } from './runner.js'
 import { type Encoded, SessionWriter } from './saving.js'
 import { cookieExpiry, lifetimeSeconds, memcachedExpiry, renewedLifetimeSeconds } from './ttl.js'
@@ -47,6 +48,7 @@ export class MemcacheStore extends session.Store {
   readonly #recentTouches: RecentTouches | undefined
   /** The lifetime (seconds) of the latest session written or touched: what a read extends sessions by. */
   #lifetimeHint: number | undefined
+  #reservedIds: ReservedIds | undefined
   #closing: Promise<void> | undefined
 
   constructor(options: MemcacheStoreOptions = {}) {
@@ -125,7 +127,7 @@ export class MemcacheStore extends session.Store {
         const encoded = this.#encode(sess, context, seconds)
         const origin = this.#origins.of(sess)
         if (origin?.key === context.key) return this.#writer.saveLoaded(context, origin, encoded)
-        if (isExpressSessionObject(sess, sid)) return this.#writer.saveNew(context, sess, encoded)
+        if (isExpressSessionObject(sess, sid)) return this.#writer.saveNew(context, sess, encoded, this.#reservedIds?.claim(sid))
         return this.#writer.upsert(context, encoded)
       },
     })
@@ -229,13 +231,32 @@ export class MemcacheStore extends session.Store {
     )
   }
 
-  /** Counts for health checks and leak tests, and each server's state. */
-  diagnostics(): { operationsInFlight: number; requestsInFlight: number; lockedSessions: number; servers: ServerState[] } {
+  /**
+   * A synchronous ID generator for express-session's `genid` option, `session({ store, genid:
+   * store.genid })`: it hands out IDs that memcached already holds reserved for this store (the
+   * seed's collision-checking generate_sid, done ahead of time), or a fresh random one when none is
+   * ready. Reserving starts the first time this property is read.
+   */
+  get genid(): (req?: unknown) => string {
+    this.#reservedIds ??= this.#reserveIds()
+    const ids = this.#reservedIds
+    return () => ids.take()
+  }
+
+  /** Counts for health checks and leak tests, each server's state, and `genid`'s pool. */
+  diagnostics(): {
+    operationsInFlight: number
+    requestsInFlight: number
+    lockedSessions: number
+    servers: ServerState[]
+    genid: { pooled: number; skipped: number; fallbacks: number }
+  } {
     return {
       operationsInFlight: this.#runner.inFlight,
       requestsInFlight: this.#memcached.inFlight,
       lockedSessions: this.#runner.lockedSessions,
       servers: this.#memcached.states(),
+      genid: this.#reservedIds?.stats() ?? { pooled: 0, skipped: 0, fallbacks: 0 },
     }
   }
 
@@ -246,6 +267,7 @@ export class MemcacheStore extends session.Store {
   close(): Promise<void> {
     this.#closing ??= (async () => {
       this.#enumeration.close()
+      await this.#reservedIds?.close()
       await this.#runner.close()
       this.#memcached.close()
     })()
@@ -258,6 +280,25 @@ export class MemcacheStore extends session.Store {
     const created = super.createSession(req, sess)
     if (origin) this.#origins.remember(created, origin)
     return created
+  }
+
+  #reserveIds(): ReservedIds {
+    const context = (sid: string) => ({
+      operation: 'genid' as const,
+      subject: `session ${redactId(sid)}`,
+      deadline: performance.now() + this.#options.timeout,
+      sent: false,
+    })
+    return new ReservedIds({
+      prefix: this.prefix,
+      generate: this.#options.generateId,
+      log: this.#log,
+      reserve: async (sid, key) => {
+        const added = await this.#memcached.store('add', key, PLACEHOLDER, RESERVATION_TTL_SECONDS, context(sid))
+        return added.status === 'ok' ? added.cas : 'taken'
+      },
+      release: (sid, key, cas) => this.#memcached.delete(key, context(sid), cas),
+    })
   }
 
   /** GET, or get-and-touch with the lifetime express-session's touch is expected to ask for. */
