@@ -22,6 +22,10 @@ const MAX_LINE_BYTES = 2048
 
 const CRLF = Buffer.from('\r\n')
 
+/** A CAS as memcached writes it (a 64-bit unsigned integer), and a TTL (seconds, -1 for none). */
+const UNSIGNED = /^\d{1,20}$/
+const TTL = /^-?\d{1,10}$/
+
 const MODE: Partial<Record<CommandName, string>> = { set: 'MS', cas: 'MS', add: 'ME', replace: 'MR' }
 
 function encode(command: Command, opaque: number): Buffer {
@@ -182,9 +186,12 @@ function parseLine(line: string, expected: Pending | undefined, limit: number): 
         key = token.slice(1)
         break
       case 0x63: // c
+        // Checked first: BigInt throws on anything else, and a throw here escapes the socket's data listener.
+        if (!UNSIGNED.test(token.slice(1))) return `a CAS that is not a number in ${JSON.stringify(line.slice(0, 80))}`
         reply.cas = BigInt(token.slice(1))
         break
       case 0x74: // t
+        if (!TTL.test(token.slice(1))) return `a TTL that is not a number in ${JSON.stringify(line.slice(0, 80))}`
         reply.ttl = Number(token.slice(1))
         break
     }
