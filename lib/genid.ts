@@ -146,7 +146,10 @@ export class ReservedIds {
           this.#skipped++
           if (++this.#takenInARow >= MAX_TAKEN_IN_A_ROW) {
             this.#takenInARow = 0
-            this.#options.log.report('genid', `${MAX_TAKEN_IN_A_ROW} candidate session IDs in a row were taken: \`generateId\` draws from too small a space`)
+            this.#options.log.report(
+              'genid',
+              `${MAX_TAKEN_IN_A_ROW} candidate session IDs in a row were taken: \`generateId\` draws from too small a space`,
+            )
             return this.#pause()
           }
         } else {
@@ -189,4 +192,3 @@ export class ReservedIds {
 function isStale(reservation: Reservation, now: number): boolean {
   return now - reservation.at > RESERVATION_TTL_SECONDS * 1000 - STALE_MARGIN_MS
 }
-

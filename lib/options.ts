@@ -285,7 +285,8 @@ export function resolveOptions(options: MemcacheStoreOptions = {}, env: NodeJS.P
     throw new TypeError(`Expected \`maxItemSize\` to be a whole number of bytes of at least 1024, got ${quote(maxItemSize)}`)
   }
   const generateId = options.generateId ?? randomSessionId
-  if (typeof generateId !== 'function') throw new TypeError(`Expected \`generateId\` to be a function returning a session ID, got ${quote(generateId)}`)
+  if (typeof generateId !== 'function')
+    throw new TypeError(`Expected \`generateId\` to be a function returning a session ID, got ${quote(generateId)}`)
   if (logger !== undefined && logger !== false && typeof (logger as Logger | null)?.warn !== 'function') {
     throw new TypeError(`Expected \`logger\` to have a \`warn\` method, or to be false, got ${quote(logger)}`)
   }

@@ -1,7 +1,7 @@
 import type { SessionData } from 'express-session'
 import type { SessionCodec } from './codec.js'
-import type { Reservation } from './genid.js'
 import { MemcacheStoreError } from './errors.js'
+import type { Reservation } from './genid.js'
 import type { Memcached } from './memcached/memcached.js'
 import { mergeSessions } from './merge.js'
 import type { Origin, Origins } from './origins.js'
@@ -56,7 +56,8 @@ export class SessionWriter {
       ? await this.#memcached.store('set', context.key, encoded.value, encoded.expiry, context, reservation.cas)
       : await this.#memcached.store('add', context.key, encoded.value, encoded.expiry, context)
     // The placeholder expired before the first save (a very slow request): the ID is checked with ADD after all.
-    if (reservation && added.status === 'miss') added = await this.#memcached.store('add', context.key, encoded.value, encoded.expiry, context)
+    if (reservation && added.status === 'miss')
+      added = await this.#memcached.store('add', context.key, encoded.value, encoded.expiry, context)
     if (added.status === 'ok') {
       this.#origins.remember(sess, this.#originOf(context.key, added.cas, encoded))
       return

@@ -374,11 +374,10 @@ describe('honest failure reports', () => {
         assert.equal(err.code, 'ETIMEDOUT', err.message)
         assert.equal(err.sent, true, `${name}: ${err.message}`)
         assert.equal(err.server, frozen.address)
-        assert.ok(outcome.ms < TIMEOUT + 150, `${name} settled in ${outcome.ms.toFixed(0)} ms`)
+        assert.ok(outcome.ms < TIMEOUT + 300, `${name} settled in ${outcome.ms.toFixed(0)} ms`)
         assert.doesNotMatch(err.message, /not sent/)
         if (name !== 'get') assert.match(err.message, /may still be applied/, err.message)
-        // A read is no write, but a get-and-touch (gat) also moves the expiry, which may still happen.
-        else if (/may still be applied/.test(err.message)) assert.equal(err.command, 'gat', err.message)
+        else assert.doesNotMatch(err.message, /may still be applied/, 'a read (even a get-and-touch) is not reported as a write')
       }
     } finally {
       frozen.thaw()

@@ -6,7 +6,7 @@ import type { Command, Failure, OpenAttempt, Pending, Reply, RequestContext, Tra
 import type { WriteBatcher } from './write-batcher.js'
 
 /** Commands whose outcome is unknown once sent and unanswered: a timed-out write may still be applied. */
-const WRITES: ReadonlySet<string> = new Set(['set', 'add', 'replace', 'cas', 'delete', 'touch', 'gat'])
+const WRITES: ReadonlySet<string> = new Set(['set', 'add', 'replace', 'cas', 'delete', 'touch'])
 
 /** Told when a server starts failing (its back-off begins) and when it answers again. */
 export type StateListener = (address: string, change: 'down' | 'up', error?: MemcacheStoreError) => void
