@@ -2,6 +2,7 @@ import type { SessionData } from 'express-session'
 import { MemcacheStoreError, type Operation } from './errors.js'
 import { metadump } from './memcached/crawler.js'
 import type { Server } from './memcached/memcached.js'
+import { debug } from './observability.js'
 
 export interface EnumerationSource {
   prefix: string
@@ -163,6 +164,7 @@ export class SessionEnumeration {
         listed.push({ sid: key.slice(prefix.length), exp })
       },
     })
+    debug('%s: %s found %d key(s) of this store', address, operation, listed.length)
     return listed
   }
 

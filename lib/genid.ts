@@ -1,7 +1,8 @@
 import { randomBytes } from 'node:crypto'
-import { isServerFailure } from './errors.js'
+import { isServerFailure, redactId } from './errors.js'
 import { keyProblem } from './keys.js'
 import type { BurstLog } from './log.js'
+import { debug } from './observability.js'
 import { RESERVATION_TTL_SECONDS } from './reservations.js'
 
 /** express-session's default: 24 random bytes (192 bits) in base64url, as uid-safe makes them. */
@@ -144,6 +145,7 @@ export class ReservedIds {
         this.#reserving--
         if (outcome === 'taken') {
           this.#skipped++
+          debug('genid: candidate %s is taken, skipped', redactId(sid))
           if (++this.#takenInARow >= MAX_TAKEN_IN_A_ROW) {
             this.#takenInARow = 0
             this.#options.log.report(

@@ -4,6 +4,7 @@ import { sessionKey } from './keys.js'
 import { SessionLocks } from './locks.js'
 import type { BurstLog } from './log.js'
 import type { RequestContext } from './memcached/wire.js'
+import { type Counters, type OperationTrace, operationChannel, type WriteKind } from './observability.js'
 
 export type Callback<T> = (err: unknown, value?: T) => void
 
@@ -13,6 +14,8 @@ export interface OperationContext extends RequestContext {
   readonly sid: string
   /** Whether the operation holds the session's lock (false while it waits for it). */
   locked: boolean
+  /** How a `set` wrote, for traces. */
+  write?: WriteKind
 }
 
 /** What `run` needs to know about an operation. */
@@ -26,6 +29,8 @@ export interface OperationSpec<T, R> {
   work(context: OperationContext): Promise<T>
   /** Turns the work's result into what the caller gets, in the step that hands it over. */
   finish?(value: T): R
+  /** The store's own follow-up work (a listing's reads, housekeeping): neither counted nor traced. */
+  internal?: boolean
 }
 
 export interface RunnerOptions {
@@ -33,7 +38,8 @@ export interface RunnerOptions {
   timeoutMs: number
   failOpen: boolean
   log: BurstLog
-  /** The server a key lives on, for timeout messages. */
+  counters: Counters
+  /** The server a key lives on, for timeout messages and traces. */
   addressFor(key: string): string
 }
 
@@ -73,7 +79,44 @@ export class OperationRunner {
   }
 
   run<T, R = T>(spec: OperationSpec<T, R>): Promise<R> {
-    return settle(this.#attempt(spec), spec.callback, spec.finish)
+    if (spec.internal) return settle(this.#attempt(spec, undefined), spec.callback, spec.finish)
+    const startedAt = performance.now()
+    const trace = operationChannel.hasSubscribers ? this.#trace(spec.operation, spec.sid) : undefined
+    if (trace) {
+      operationChannel.start.publish(trace)
+      operationChannel.end.publish(trace)
+    }
+    const { operation, finish } = spec
+    return settle(this.#attempt(spec, trace), spec.callback, finish, (err, value) => {
+      const hit = operation === 'get' && err === undefined ? value !== null : undefined
+      this.#options.counters.record(operation, startedAt, err, hit)
+      if (trace) finishTrace(trace, err, hit)
+    })
+  }
+
+  /** A listing (all, ids, length, clear): counted and traced like the other operations, on every server. */
+  list<T>(operation: Operation, servers: string, callback: Callback<T> | undefined, work: () => Promise<T>): Promise<T> {
+    const startedAt = performance.now()
+    const trace: OperationTrace | undefined = operationChannel.hasSubscribers
+      ? { operation, server: servers, session: undefined }
+      : undefined
+    if (trace) {
+      operationChannel.start.publish(trace)
+      operationChannel.end.publish(trace)
+    }
+    return settle(work(), callback, undefined, (err) => {
+      this.#options.counters.record(operation, startedAt, err)
+      if (trace) finishTrace(trace, err, undefined)
+    })
+  }
+
+  #trace(operation: Operation, sid: unknown): OperationTrace {
+    const valid = typeof sid === 'string' && sid !== ''
+    return {
+      operation,
+      server: valid ? this.#options.addressFor(this.#options.prefix + sid) : '',
+      session: valid ? redactId(sid) : undefined,
+    }
   }
 
   /** Refuses new operations and cancels lock waits; resolves once the operations already running have settled. */
@@ -83,7 +126,7 @@ export class OperationRunner {
     return this.#running.whenEmpty()
   }
 
-  #attempt<T, R>(spec: OperationSpec<T, R>): Promise<T> {
+  #attempt<T, R>(spec: OperationSpec<T, R>, trace: OperationTrace | undefined): Promise<T> {
     const { operation, sid } = spec
     if (this.#closed) {
       const subject = describeSession(sid)
@@ -106,6 +149,7 @@ export class OperationRunner {
       const { failOpen, log } = this.#options
       const succeed = (value: T) => {
         log.recovered('memcached')
+        if (trace && running.write) trace.write = running.write
         resolve(value)
       }
       const fail = (err: unknown) => {
@@ -198,25 +242,64 @@ export function describeSession(sid: unknown): string {
   return typeof sid === 'string' && sid !== '' ? `session ${redactId(sid)}` : 'a session'
 }
 
+/** The rest of a trace once the operation settled: `error`, then `asyncStart` and `asyncEnd`, as tracePromise publishes them. */
+function finishTrace(trace: OperationTrace, err: unknown, hit: boolean | undefined): void {
+  if (hit !== undefined) trace.hit = hit
+  if (err !== undefined) {
+    trace.error = err
+    operationChannel.error.publish(trace)
+  }
+  operationChannel.asyncStart.publish(trace)
+  operationChannel.asyncEnd.publish(trace)
+}
+
 /**
  * Hands a result to express-session's callback (outside the promise chain) or to the caller's
- * await, through `finish` when given; what `finish` throws (a user's logger, say) goes to the callback.
+ * await, through `finish` when given; what `finish` throws (a user's logger, say) goes to the
+ * callback. `observe` sees the outcome as handed over (error, or value).
  */
-export function settle<T, R = T>(result: Promise<T>, callback: Callback<R> | undefined, finish?: (value: T) => R): Promise<R> {
-  if (!callback) return finish ? result.then(finish) : (result as unknown as Promise<R>)
+export function settle<T, R = T>(
+  result: Promise<T>,
+  callback: Callback<R> | undefined,
+  finish?: (value: T) => R,
+  observe?: (err: unknown, value?: R) => void,
+): Promise<R> {
+  if (!callback) {
+    if (!finish && !observe) return result as unknown as Promise<R>
+    return result.then(
+      (value) => {
+        let out: R
+        try {
+          out = finish ? finish(value) : (value as unknown as R)
+        } catch (err) {
+          observe?.(err)
+          throw err
+        }
+        observe?.(undefined, out)
+        return out
+      },
+      (err) => {
+        observe?.(err)
+        throw err
+      },
+    )
+  }
   return result.then(
     (value) => {
       let out: R
       try {
         out = finish ? finish(value) : (value as unknown as R)
       } catch (err) {
+        observe?.(err)
         process.nextTick(callback, err)
         return undefined as R
       }
+      observe?.(undefined, out)
       process.nextTick(callback, null, out)
       return out
     },
     (err) => {
+      observe?.(err)
       process.nextTick(callback, err)
       return undefined as R
     },

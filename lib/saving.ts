@@ -4,6 +4,7 @@ import { MemcacheStoreError } from './errors.js'
 import type { Reservation } from './genid.js'
 import type { Memcached } from './memcached/memcached.js'
 import { mergeSessions } from './merge.js'
+import { type Counters, debug } from './observability.js'
 import type { Origin, Origins } from './origins.js'
 import type { OperationContext } from './runner.js'
 
@@ -29,6 +30,7 @@ export class SessionWriter {
   readonly #memcached: Memcached
   readonly #codec: SessionCodec
   readonly #origins: Origins
+  readonly #counters: Counters
   readonly #merge: boolean
   /** Whether a loaded session's stored cookie decides its expiry near memcached's (see `isExpired`). */
   readonly #isExpired: (sess: SessionData, ttl: number | undefined) => boolean
@@ -37,12 +39,14 @@ export class SessionWriter {
     memcached: Memcached,
     codec: SessionCodec,
     origins: Origins,
+    counters: Counters,
     merge: boolean,
     isExpired: (sess: SessionData, ttl: number | undefined) => boolean,
   ) {
     this.#memcached = memcached
     this.#codec = codec
     this.#origins = origins
+    this.#counters = counters
     this.#merge = merge
     this.#isExpired = isExpired
   }
@@ -58,10 +62,14 @@ export class SessionWriter {
     // The placeholder expired before the first save (a very slow request): the ID is checked with ADD after all.
     if (reservation && added.status === 'miss')
       added = await this.#memcached.store('add', context.key, encoded.value, encoded.expiry, context)
+    this.#counters.bytesWritten += encoded.value.length
     if (added.status === 'ok') {
+      context.write = 'added'
       this.#origins.remember(sess, this.#originOf(context.key, added.cas, encoded))
       return
     }
+    this.#counters.collisions++
+    debug('collision: %s already existed when a new session was saved under it', context.subject)
     // express-session sent this ID in a Set-Cookie header before saving, so two clients now hold
     // it: deleting the stored session keeps either from reading the other's data.
     await this.#memcached.delete(context.key, context)
@@ -76,6 +84,8 @@ export class SessionWriter {
 
   /** SET, whatever is stored: for plain session data that did not come from this store. */
   async upsert(context: OperationContext, encoded: Encoded): Promise<void> {
+    context.write = 'upserted'
+    this.#counters.bytesWritten += encoded.value.length
     await this.#memcached.store('set', context.key, encoded.value, encoded.expiry, context)
   }
 
@@ -88,7 +98,9 @@ export class SessionWriter {
     const { key } = context
     const memcached = this.#memcached
     if (!this.#merge) {
+      this.#counters.bytesWritten += encoded.value.length
       const replaced = await memcached.store('replace', key, encoded.value, encoded.expiry, context)
+      context.write = replaced.status === 'ok' ? 'replaced' : 'none'
       if (replaced.status === 'ok') this.#update(origin, replaced.cas, encoded, true)
       return
     }
@@ -96,14 +108,20 @@ export class SessionWriter {
     let cas = origin.cas
     for (let merges = 0; ; merges++) {
       if (cas !== undefined) {
+        this.#counters.bytesWritten += value.length
         const written = await memcached.store('set', key, value, encoded.expiry, context, cas)
         if (written.status === 'ok') {
+          context.write = merges === 0 ? 'cas' : 'merged'
           // After a merge the request's own session object lacks the other request's changes: its
           // next save must merge again rather than overwrite them.
           this.#update(origin, written.cas, encoded, merges === 0)
           return
         }
-        if (written.status === 'miss') return
+        if (written.status === 'miss') {
+          context.write = 'none'
+          return
+        }
+        debug('cas retry: %s changed since this request read it (attempt %d)', context.subject, merges + 1)
       }
       if (merges === MAX_MERGES) {
         const reason = `gave up after ${MAX_MERGES} merges: other requests kept changing the session; nothing was written`
@@ -115,10 +133,13 @@ export class SessionWriter {
         })
       }
       const current = await memcached.get(key, context)
+      context.write = 'none'
       if (current === undefined) return
       const theirs = this.#codec.decode(current.value, key, context)
       // The other writer's session expired meanwhile: it is gone, and this save must not revive it.
       if (theirs.ok && this.#isExpired(theirs.sess, current.ttl)) return
+      this.#counters.merges++
+      debug('merge: %s is saved over the changes of another request', context.subject)
       const mine = this.#codec.parseFields(encoded.text)
       const merged = theirs.ok
         ? mergeSessions(this.#codec.parseFields(origin.text), mine, theirs.sess as unknown as Record<string, unknown>)

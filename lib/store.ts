@@ -7,6 +7,7 @@ import { ReservedIds } from './genid.js'
 import { BurstLog } from './log.js'
 import { createMemcached } from './memcached/index.js'
 import type { Item, Memcached, ServerState } from './memcached/memcached.js'
+import { Counters, debug, type StoreCounters } from './observability.js'
 import { type MemcacheStoreOptions, type ResolvedOptions, resolveOptions } from './options.js'
 import { Origins } from './origins.js'
 import { RecentTouches } from './recent-touches.js'
@@ -49,6 +50,9 @@ export class MemcacheStore extends session.Store {
   /** The lifetime (seconds) of the latest session written or touched: what a read extends sessions by. */
   #lifetimeHint: number | undefined
   #reservedIds: ReservedIds | undefined
+  readonly #counters = new Counters()
+  /** Every server's address, as listings report them. */
+  readonly #serverList: string
   #closing: Promise<void> | undefined
 
   constructor(options: MemcacheStoreOptions = {}) {
@@ -58,19 +62,26 @@ export class MemcacheStore extends session.Store {
     this.prefix = resolved.prefix
     this.#log = new BurstLog(resolved.logger)
     this.#recentTouches = resolved.touchAfter > 0 ? new RecentTouches(resolved.touchAfter * 1000) : undefined
-    this.#memcached = createMemcached(resolved)
+    // Never 'disconnect'/'connect': express-session would then serve requests without req.session,
+    // which most apps do not expect; a server that is down fails fast instead (see docs/observability.md).
+    this.#memcached = createMemcached(resolved, (server, change, error) => {
+      if (change === 'down') this.emit('serverDown', { server, error })
+      else this.emit('serverUp', { server })
+    })
     this.#runner = new OperationRunner({
       prefix: resolved.prefix,
       timeoutMs: resolved.timeout,
       failOpen: resolved.failOpen,
       log: this.#log,
+      counters: this.#counters,
       addressFor: (key) => this.#memcached.addressFor(key),
     })
     const cipher = resolved.secrets && new SessionCipher(resolved.secrets, resolved.prefix)
     this.#codec = new SessionCodec(resolved.serializer, cipher, resolved.maxItemSize)
-    this.#writer = new SessionWriter(this.#memcached, this.#codec, this.#origins, resolved.merge, (sess, ttl) =>
+    this.#writer = new SessionWriter(this.#memcached, this.#codec, this.#origins, this.#counters, resolved.merge, (sess, ttl) =>
       this.#hasExpired(cookieExpiry(sess), ttl),
     )
+    this.#serverList = this.#memcached.servers.map((server) => server.address).join(',')
     this.#enumeration = new SessionEnumeration({
       prefix: this.prefix,
       timeoutMs: resolved.timeout,
@@ -79,8 +90,8 @@ export class MemcacheStore extends session.Store {
       expiryIgnoresCookie: typeof resolved.ttl === 'function',
       placeholderSeconds: RESERVATION_TTL_SECONDS,
       // Listing reads sessions without extending them.
-      get: (sid) => this.#get(sid, undefined, false),
-      destroy: (sid) => this.destroy(sid),
+      get: (sid) => this.#get(sid, undefined, false, true),
+      destroy: (sid) => this.#destroy(sid, undefined, true),
     })
   }
 
@@ -93,11 +104,12 @@ export class MemcacheStore extends session.Store {
     return this.#get(sid, callback, GET_AND_TOUCH)
   }
 
-  #get(sid: string, callback: Callback<SessionData | null> | undefined, extend: boolean): Promise<SessionData | null> {
+  #get(sid: string, callback: Callback<SessionData | null> | undefined, extend: boolean, internal = false): Promise<SessionData | null> {
     return this.#runner.run<Loaded | undefined, SessionData | null>({
       operation: 'get',
       sid,
       callback,
+      internal,
       fallback: undefined,
       work: (context) => this.#read(context, extend),
       // Parsed only when handed over: a session parsed earlier would ride the promise chain and
@@ -120,6 +132,7 @@ export class MemcacheStore extends session.Store {
       work: async (context) => {
         const seconds = lifetimeSeconds(sess, this.#options.ttl)
         if (seconds < 0) {
+          context.write = 'deleted'
           await this.#memcached.delete(context.key, context)
           return
         }
@@ -166,10 +179,15 @@ export class MemcacheStore extends session.Store {
 
   /** Deletes a session. Its failure is always passed on, even with `failOpen`: a logout must never be faked. */
   destroy(sid: string, callback?: Callback<void>): Promise<void> {
+    return this.#destroy(sid, callback, false)
+  }
+
+  #destroy(sid: string, callback: Callback<void> | undefined, internal: boolean): Promise<void> {
     return this.#runner.run<void>({
       operation: 'destroy',
       sid,
       callback,
+      internal,
       fallback: undefined,
       work: async (context) => {
         this.#recentTouches?.forget(context.key)
@@ -183,25 +201,22 @@ export class MemcacheStore extends session.Store {
    * store's prefix on every server (listed with `lru_crawler metadump`), each read like `get` does.
    */
   override all(callback?: Callback<Record<string, SessionData>>): Promise<Record<string, SessionData>> {
-    return settle(this.#enumeration.all(), callback)
+    return this.#runner.list('all', this.#serverList, callback, () => this.#enumeration.all())
   }
 
   /** The IDs of this store's live sessions on every server (see docs/listing.md for which are read). */
   ids(callback?: Callback<string[]>): Promise<string[]> {
-    return settle(this.#enumeration.ids(), callback)
+    return this.#runner.list('ids', this.#serverList, callback, () => this.#enumeration.ids())
   }
 
   /** How many live sessions this store holds: `ids().length`. */
   override length(callback?: Callback<number>): Promise<number> {
-    return settle(this.#enumeration.length(), callback)
+    return this.#runner.list('length', this.#serverList, callback, () => this.#enumeration.length())
   }
 
   /** Deletes this store's sessions one by one; other keys on the servers are left alone (never `flush_all`). */
   override clear(callback?: Callback<void>): Promise<void> {
-    return settle(
-      this.#enumeration.clear().then(() => undefined),
-      callback,
-    )
+    return this.#runner.list('clear', this.#serverList, callback, () => this.#enumeration.clear().then(() => undefined))
   }
 
   /** Resolves once every server answers; rejects with an Error naming each one that does not, and why. */
@@ -243,20 +258,18 @@ export class MemcacheStore extends session.Store {
     return () => ids.take()
   }
 
-  /** Counts for health checks and leak tests, each server's state, and `genid`'s pool. */
-  diagnostics(): {
-    operationsInFlight: number
-    requestsInFlight: number
-    lockedSessions: number
-    servers: ServerState[]
-    genid: { pooled: number; skipped: number; fallbacks: number }
-  } {
+  /**
+   * What the store is doing, without I/O (cheap enough for a health route): operations and requests
+   * in flight, sessions locked, each server's state, genid's pool, and counters per operation.
+   */
+  diagnostics(): StoreDiagnostics {
     return {
       operationsInFlight: this.#runner.inFlight,
       requestsInFlight: this.#memcached.inFlight,
       lockedSessions: this.#runner.lockedSessions,
       servers: this.#memcached.states(),
       genid: this.#reservedIds?.stats() ?? { pooled: 0, skipped: 0, fallbacks: 0 },
+      ...this.#counters.snapshot(),
     }
   }
 
@@ -322,6 +335,7 @@ export class MemcacheStore extends session.Store {
     if (isPlaceholder(item.value)) return null
     const decoded = this.#codec.decode(item.value, context.key, context)
     if (!decoded.ok) {
+      debug('decode failure: %s is not a session (%s)', context.subject, decoded.reason)
       this.#log.report(
         'decode',
         `the stored value of ${context.subject} is not a session (${decoded.reason}); it was treated as no session`,
@@ -350,7 +364,14 @@ export class MemcacheStore extends session.Store {
   /** A follow-up request of a read, run like an operation of its own; its failure is logged, the read's result stands. */
   #housekeeping(what: string, sid: string, request: (context: OperationContext) => Promise<unknown>): void {
     this.#runner
-      .run<unknown>({ operation: what === 'delete' ? 'destroy' : 'touch', sid, callback: undefined, fallback: undefined, work: request })
+      .run<unknown>({
+        operation: what === 'delete' ? 'destroy' : 'touch',
+        sid,
+        callback: undefined,
+        fallback: undefined,
+        work: request,
+        internal: true,
+      })
       .catch((err: Error) =>
         this.#log.report('housekeeping', `${err.message} (the ${what} that follows a read of an expired or mis-extended session)`),
       )
@@ -389,6 +410,15 @@ export class MemcacheStore extends session.Store {
     }
     return ''
   }
+}
+
+/** What `diagnostics()` returns. */
+export interface StoreDiagnostics extends StoreCounters {
+  operationsInFlight: number
+  requestsInFlight: number
+  lockedSessions: number
+  servers: ServerState[]
+  genid: { pooled: number; skipped: number; fallbacks: number }
 }
 
 /**

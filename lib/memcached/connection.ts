@@ -1,5 +1,6 @@
 import type { Socket } from 'node:net'
 import { type ErrorCode, MemcacheStoreError } from '../errors.js'
+import { debug } from '../observability.js'
 import { Fifo } from './fifo.js'
 import { ServerHealth } from './health.js'
 import type { Command, Failure, OpenAttempt, Pending, Reply, RequestContext, Transport, WireProtocol } from './wire.js'
@@ -139,14 +140,17 @@ export class Connection {
 
   #open(): void {
     if (this.#opening !== undefined || this.#closed) return
+    debug('%s: connecting (%s)', this.address, this.#options.protocol.name)
     this.#opening = this.#options.transport.open({
       ready: (socket) => {
         this.#opening = undefined
         if (this.#closed) return void socket.destroy()
+        debug('%s: connected', this.address)
         this.#use(socket)
       },
       failed: (code, reason, cause) => {
         this.#opening = undefined
+        debug('%s: connecting failed (%s: %s)', this.address, code, reason)
         const hint = code === 'ECONNECTION' && this.#options.connectHint ? ` (${this.#options.connectHint})` : ''
         this.#failWaiting({ code, reason: reason + hint, sent: false, cause })
       },
@@ -188,6 +192,7 @@ export class Connection {
     this.#socket = undefined
     socket.destroy()
     const written = this.#written.drain()
+    debug('%s: connection closed (%s: %s) with %d request(s) in flight', this.address, failure.code, failure.reason, written.length)
     if (written.length === 0 && failure.code === 'ECONNCLOSED') return // an idle connection closed: the next request reopens
     this.#failed(
       failure,
@@ -209,6 +214,9 @@ export class Connection {
     if (failure.code === 'ECLOSED') return
     const wasUp = this.health.failures === 0
     this.health.failed(failure.reason, performance.now(), wasProbe, failure.code)
+    if (this.health.failures > 0) {
+      debug('%s: down, next attempt in %d ms', this.address, Math.round(this.health.downUntil - performance.now()))
+    }
     if (wasUp && this.health.failures > 0) {
       const context: RequestContext = { operation: 'ready', subject: 'the server', deadline: 0, sent: failure.sent }
       this.#options.onStateChange?.(this.address, 'down', this.#error('connect', context, failure))
@@ -216,6 +224,7 @@ export class Connection {
   }
 
   #recovered(): void {
+    debug('%s: answering again', this.address)
     this.health.succeeded()
     this.#options.onStateChange?.(this.address, 'up')
   }

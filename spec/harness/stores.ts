@@ -5,8 +5,9 @@ import type { MemcacheStore, MemcacheStoreOptions } from '../../lib/index.ts'
 import { killLeftovers, type MemcachedOptions, MemcachedServer } from './memcached.ts'
 import { createStore } from './protocol.ts'
 
-// A test that failed before stopping its servers must not keep the test file's process alive.
-after(killLeftovers)
+// A test that failed before stopping its servers must not keep the test file's process alive. Only
+// under the test runner: a fixture process importing these helpers must not become a test itself.
+if (process.env.NODE_TEST_CONTEXT) after(killLeftovers)
 
 let counter = 0
 
