@@ -148,9 +148,9 @@ export class MemcacheStore extends session.Store {
 
   /**
    * Extends a session's expiry. Nothing is sent when the read that loaded it already did (within a
-   * second). With the binary protocol, a session whose stored cookie has less than half its
-   * lifetime left is rewritten instead (a CAS write, merged like a save), so that a session that is
-   * read keeps a stored cookie that has not expired.
+   * second). A session whose stored cookie has less than half its lifetime left is rewritten instead
+   * (a CAS write, merged like a save): TOUCH moves memcached's expiry but not the stored cookie, and
+   * a session that is read must never look expired by a stale one.
    */
   override touch(sid: string, sess: SessionData, callback?: Callback<void>): Promise<void> {
     if (this.#options.disableTouch) return settle(Promise.resolve(), callback)
@@ -167,7 +167,7 @@ export class MemcacheStore extends session.Store {
         this.#lifetimeHint = seconds
         const origin = this.#origins.of(sess)
         const loadedHere = origin?.key === context.key
-        if (loadedHere && this.#memcached.protocol === 'binary' && storedCookieIsStale(origin.storedExpiry, seconds)) {
+        if (loadedHere && storedCookieIsStale(origin.storedExpiry, seconds)) {
           return this.#writer.saveLoaded(context, origin, this.#encode(sess, context, seconds))
         }
         if (loadedHere && origin.extendedUntil !== 0 && Math.abs(Date.now() + seconds * 1000 - origin.extendedUntil) < 1000) return

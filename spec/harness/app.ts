@@ -30,6 +30,12 @@ export function testApp(store: MemcacheStore, options: Partial<SessionOptions> =
     Object.assign(req.session, req.body)
     res.json({ id: req.sessionID })
   })
+  // "Remember me": this session gets its own lifetime.
+  app.post('/remember', (req, res) => {
+    req.session.cookie.maxAge = req.body.maxAge
+    req.session.user = req.body.user
+    res.json({ id: req.sessionID })
+  })
   app.post('/set-slowly', (req, res) => {
     setTimeout(() => {
       Object.assign(req.session, req.body.fields)
