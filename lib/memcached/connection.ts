@@ -2,6 +2,7 @@ import type { Socket } from 'node:net'
 import { type ErrorCode, MemcacheStoreError } from '../errors.js'
 import { Fifo } from './fifo.js'
 import { ServerHealth } from './health.js'
+import { connectFailureCode } from './socket.js'
 import type { Command, Failure, OpenAttempt, Pending, Reply, RequestContext, Transport, WireProtocol } from './wire.js'
 import type { WriteBatcher } from './write-batcher.js'
 
@@ -173,7 +174,10 @@ export class Connection {
       violation: (reason) => this.#lost(socket, { code: 'EPROTOCOL', reason: `${reason}; the connection was reset`, sent: true }),
     })
     socket.on('data', read)
-    socket.on('error', (err) => this.#lost(socket, { code: 'ECONNECTION', reason: err.message, sent: true, cause: err }))
+    // A TLS error can come after the handshake: with TLS 1.3 the server checks the client's
+    // certificate once the client has finished, so a refusal ("certificate required") arrives as
+    // an alert on the connection already handed over. It is still ETLS.
+    socket.on('error', (err) => this.#lost(socket, { code: connectFailureCode(err), reason: err.message, sent: true, cause: err }))
     socket.on('close', () =>
       this.#lost(socket, { code: 'ECONNCLOSED', reason: 'the server closed the connection before answering', sent: true }),
     )

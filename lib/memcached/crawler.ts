@@ -1,5 +1,6 @@
 import type { Socket } from 'node:net'
 import { type ErrorCode, MemcacheStoreError, type Operation } from '../errors.js'
+import { connectFailureCode } from './socket.js'
 import type { Transport } from './wire.js'
 
 /** One live item as `lru_crawler metadump` lists it. */
@@ -90,7 +91,8 @@ export function metadump(options: MetadumpOptions): Promise<void> {
             : `no answer to \`lru_crawler metadump\` within ${idleTimeoutMs} ms: the server is frozen or overloaded, or its crawler is held by another dump whose client is not reading`,
         ),
       )
-      opened.on('error', (err) => fail('ECONNECTION', err.message, err))
+      // ETLS for a TLS alert after the handshake (TLS 1.3: a missing client certificate), as on opening.
+      opened.on('error', (err) => fail(connectFailureCode(err), err.message, err))
       opened.on('close', () =>
         fail(
           'ECONNCLOSED',
