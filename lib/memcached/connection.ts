@@ -2,7 +2,7 @@ import type { Socket } from 'node:net'
 import { type ErrorCode, MemcacheStoreError } from '../errors.js'
 import { Fifo } from './fifo.js'
 import { ServerHealth } from './health.js'
-import { connectFailureCode } from './socket.js'
+import { connectFailureCode, stalledOpening } from './socket.js'
 import type { Command, Failure, OpenAttempt, Pending, Reply, RequestContext, Transport, WireProtocol } from './wire.js'
 import type { WriteBatcher } from './write-batcher.js'
 
@@ -276,17 +276,4 @@ export class Connection {
       { server: this.address, command, session: context.subject, sent: failure.sent, reason: failure.reason, cause: failure.cause },
     )
   }
-}
-
-/** Why a connection did not open in time, by where it stood. */
-function stalledOpening(stage: OpenAttempt['stage'], timeout: number): Failure {
-  if (stage === 'tls') {
-    return {
-      code: 'ETLS',
-      reason: `the TLS handshake did not complete within ${timeout} ms (if the port is plain TCP, leave \`tls\` unset)`,
-      sent: false,
-    }
-  }
-  if (stage === 'authenticating') return { code: 'ETIMEDOUT', reason: `no answer to authentication within ${timeout} ms`, sent: false }
-  return { code: 'ETIMEDOUT', reason: `could not connect within ${timeout} ms`, sent: false }
 }

@@ -1,6 +1,6 @@
 import type { Socket } from 'node:net'
 import { type ErrorCode, MemcacheStoreError, type Operation } from '../errors.js'
-import { connectFailureCode } from './socket.js'
+import { connectFailureCode, stalledOpening } from './socket.js'
 import type { Transport } from './wire.js'
 
 /** One live item as `lru_crawler metadump` lists it. */
@@ -48,6 +48,7 @@ export function metadump(options: MetadumpOptions): Promise<void> {
       if (settled) return
       settled = true
       clearTimeout(deadline)
+      clearTimeout(opening)
       signal?.removeEventListener('abort', abort)
       attempt.abort()
       socket?.destroy()
@@ -70,8 +71,15 @@ export function metadump(options: MetadumpOptions): Promise<void> {
       () => fail('ETIMEDOUT', `the dump did not end within ${deadlineMs} ms (the server answers too slowly, or is not memcached)`),
       deadlineMs,
     )
+    // Opening (connect, TLS handshake, authentication) is bounded like any wait of the dump: a
+    // handshake that never completes (a plain port, a stopped server) fails as the store's requests do.
+    const opening = setTimeout(() => {
+      const { code, reason } = stalledOpening(attempt.stage, idleTimeoutMs)
+      fail(code, reason)
+    }, idleTimeoutMs)
     const attempt = transport.open({
       ready: (opened) => {
+        clearTimeout(opening)
         socket = opened
         listen(opened)
         opened.write(COMMAND)

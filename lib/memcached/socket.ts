@@ -1,5 +1,6 @@
 import net, { type Socket } from 'node:net'
 import tls from 'node:tls'
+import type { Failure } from './wire.js'
 
 /** Where a server listens. */
 export interface Endpoint {
@@ -60,4 +61,17 @@ export function connectFailureCode(err: Error): 'ETLS' | 'ECONNECTION' {
   return /^(ERR_SSL|ERR_TLS|UNABLE_TO|CERT_|DEPTH_ZERO|SELF_SIGNED|HOSTNAME|ERR_OSSL)/.test(code) || library === 'SSL routines'
     ? 'ETLS'
     : 'ECONNECTION'
+}
+
+/** Why a connection did not open in time, by where it stood. */
+export function stalledOpening(stage: OpenedSocket['stage'], timeout: number): Failure {
+  if (stage === 'tls') {
+    return {
+      code: 'ETLS',
+      reason: `the TLS handshake did not complete within ${timeout} ms (if the port is plain TCP, leave \`tls\` unset)`,
+      sent: false,
+    }
+  }
+  if (stage === 'authenticating') return { code: 'ETIMEDOUT', reason: `no answer to authentication within ${timeout} ms`, sent: false }
+  return { code: 'ETIMEDOUT', reason: `could not connect within ${timeout} ms`, sent: false }
 }
