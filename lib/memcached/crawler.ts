@@ -141,6 +141,9 @@ export function metadump(options: MetadumpOptions): Promise<void> {
           'ENOTSUPPORTED',
           `the server does not know \`lru_crawler\` (ElastiCache Serverless and proxies do not offer it), so its keys cannot be listed (${line})`,
         )
+      } else if (line.startsWith('CLIENT_ERROR') && /unauthenticated|authentication/i.test(line)) {
+        // memcached -Y refuses every command of a connection that did not authenticate first.
+        fail('EAUTH', `${transport.authRefusal?.() ?? 'the server requires authentication'} (${line})`)
       } else fail('ESERVER', `unexpected reply ${JSON.stringify(line.slice(0, 120))}`)
     }
   })
