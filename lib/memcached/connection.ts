@@ -6,6 +6,14 @@ import { connectFailureCode, stalledOpening } from './socket.js'
 import type { Command, Failure, OpenAttempt, Pending, Reply, RequestContext, Transport, WireProtocol } from './wire.js'
 import type { WriteBatcher } from './write-batcher.js'
 
+/**
+ * A request waiting for its connection to open gives up on it this long before its operation's
+ * deadline (at most; a tenth of the timeout when that is less), so that the operation fails with
+ * why the connection did not open (a stalled TLS handshake is ETLS) rather than with the bare
+ * timeout its operation would report a moment later.
+ */
+const OPEN_MARGIN_MS = 50
+
 /** Commands whose outcome is unknown once sent and unanswered: a timed-out write may still be applied. */
 const WRITES: ReadonlySet<string> = new Set(['set', 'add', 'replace', 'cas', 'delete', 'touch', 'gat'])
 
@@ -42,11 +50,15 @@ export class Connection {
   /** Requests written on `#socket`, oldest first: the order replies come in. */
   readonly #written = new Fifo<Pending>()
   #timer: NodeJS.Timeout | undefined
+  /** When `#timer` fires (performance.now() time); Infinity without one. */
+  #timerAt = Infinity
+  readonly #openMargin: number
   #opaque = 0
   #closed = false
 
   constructor(options: ConnectionOptions) {
     this.#options = options
+    this.#openMargin = Math.min(OPEN_MARGIN_MS, options.timeoutMs / 10)
     this.address = `${options.transport.host}:${options.transport.port}`
   }
 
@@ -100,12 +112,14 @@ export class Connection {
         },
         reject: (failure) => reject(this.#error(command.name, context, failure)),
       }
-      if (this.#socket !== undefined) this.#write(this.#socket, pending)
-      else {
+      if (this.#socket !== undefined) {
+        this.#write(this.#socket, pending)
+        this.#arm(pending.at)
+      } else {
         this.#waiting.push(pending)
         this.#open()
+        this.#arm(this.#openDue(pending))
       }
-      this.#timer ??= setTimeout(this.#fire, this.#options.timeoutMs)
     })
   }
 
@@ -123,6 +137,7 @@ export class Connection {
     socket?.destroy()
     if (this.#timer) clearTimeout(this.#timer)
     this.#timer = undefined
+    this.#timerAt = Infinity
   }
 
   /** Builds the store's error for a failed request of `command`. */
@@ -247,8 +262,22 @@ export class Connection {
     setImmediate(this.#sweep)
   }
 
+  /** Makes sure the timer fires by `due` (performance.now() time). */
+  #arm(due: number): void {
+    if (due >= this.#timerAt) return
+    if (this.#timer !== undefined) clearTimeout(this.#timer)
+    this.#timerAt = due
+    this.#timer = setTimeout(this.#fire, Math.max(1, Math.ceil(due - performance.now())))
+  }
+
+  /** When a request waiting for the connection gives up on it: before its operation's deadline (OPEN_MARGIN_MS). */
+  #openDue(pending: Pending): number {
+    return Math.min(pending.at, pending.context.deadline) - this.#openMargin
+  }
+
   #sweep = (): void => {
     this.#timer = undefined
+    this.#timerAt = Infinity
     const now = performance.now()
     const timeout = this.#options.timeoutMs
     const head = this.#written.peek()
@@ -256,14 +285,16 @@ export class Connection {
       this.#lost(this.#socket, { code: 'ETIMEDOUT', reason: `no response within ${timeout} ms; the connection was reset`, sent: true })
     }
     const first = this.#waiting.peek()
-    if (first !== undefined && first.at <= now) {
+    if (first !== undefined && this.#openDue(first) <= now) {
       const stage = this.#opening?.stage ?? 'connecting'
       this.#opening?.abort()
       this.#opening = undefined
-      this.#failWaiting(stalledOpening(stage, timeout))
+      // How long the oldest request waited for the connection.
+      this.#failWaiting(stalledOpening(stage, Math.round(now - (first.at - timeout))))
     }
-    const next = Math.min(this.#written.peek()?.at ?? Infinity, this.#waiting.peek()?.at ?? Infinity)
-    if (next !== Infinity) this.#timer = setTimeout(this.#fire, Math.max(1, Math.ceil(next - now)))
+    const waiting = this.#waiting.peek()
+    const next = Math.min(this.#written.peek()?.at ?? Infinity, waiting === undefined ? Infinity : this.#openDue(waiting))
+    if (next !== Infinity) this.#arm(next)
   }
 
   #error(command: string, context: RequestContext, failure: Failure): MemcacheStoreError {
