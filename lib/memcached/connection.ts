@@ -28,6 +28,11 @@ export interface ConnectionOptions {
   onStateChange?: StateListener
   /** Added to a refused connection's reason: what to check (the default address, say). */
   connectHint?: string
+  /**
+   * Added to a timeout when the server never answered anything on any connection: why a server may
+   * accept connections and stay silent (it expects TLS, it speaks another protocol).
+   */
+  silenceHint?: string
 }
 
 /**
@@ -55,6 +60,10 @@ export class Connection {
   readonly #openMargin: number
   #opaque = 0
   #closed = false
+  /** Whether `#socket` carried a reply yet. */
+  #answered = false
+  /** Whether the server ever answered, on any connection. */
+  #everAnswered = false
 
   constructor(options: ConnectionOptions) {
     this.#options = options
@@ -171,12 +180,15 @@ export class Connection {
 
   #use(socket: Socket): void {
     this.#socket = socket
+    this.#answered = false
     socket.setKeepAlive(true, 30_000)
     const read = this.#options.protocol.reader({
       expected: () => (this.#socket === socket ? this.#written.peek() : undefined),
       reply: (reply) => {
         if (this.#socket !== socket) return
         const pending = this.#written.shift() as Pending
+        this.#answered = true
+        this.#everAnswered = true
         if (reply.status === 'authError') {
           // memcached closes a connection that did not authenticate: what follows it fails the same way.
           pending.resolve(reply)
@@ -192,13 +204,31 @@ export class Connection {
     // A TLS error can come after the handshake: with TLS 1.3 the server checks the client's
     // certificate once the client has finished, so a refusal ("certificate required") arrives as
     // an alert on the connection already handed over. It is still ETLS.
-    socket.on('error', (err) => this.#lost(socket, { code: connectFailureCode(err), reason: err.message, sent: true, cause: err }))
+    socket.on('error', (err) => this.#lost(socket, this.#socketFailure(err)))
     socket.on('close', () =>
       this.#lost(socket, { code: 'ECONNCLOSED', reason: 'the server closed the connection before answering', sent: true }),
     )
     const waiting = this.#waiting.drain()
     if (waiting.length > 1) this.#options.batcher.hold(socket)
     for (const pending of waiting) this.#write(socket, pending)
+  }
+
+  /**
+   * Why the connection broke. A reset before any reply is the server refusing what it was sent, as
+   * a close is (ECONNCLOSED): a -Z server resets a plain connection as soon as its first bytes are
+   * not a TLS record. A TLS error is ETLS even after the handshake (see #use).
+   */
+  #socketFailure(err: Error): Failure {
+    const code = connectFailureCode(err)
+    if (code === 'ECONNECTION' && !this.#answered && (err as NodeJS.ErrnoException).code === 'ECONNRESET') {
+      return {
+        code: 'ECONNCLOSED',
+        reason: `the server reset the connection before answering anything (${err.message})`,
+        sent: true,
+        cause: err,
+      }
+    }
+    return { code, reason: err.message, sent: true, cause: err }
   }
 
   /** The connection is gone (closed, broken, reset): what was written on it fails, and its bytes are never read again. */
@@ -282,7 +312,13 @@ export class Connection {
     const timeout = this.#options.timeoutMs
     const head = this.#written.peek()
     if (head !== undefined && head.at <= now && this.#socket !== undefined) {
-      this.#lost(this.#socket, { code: 'ETIMEDOUT', reason: `no response within ${timeout} ms; the connection was reset`, sent: true })
+      const silence =
+        !this.#everAnswered && this.#options.silenceHint ? `; nothing ever came back from this server: ${this.#options.silenceHint}` : ''
+      this.#lost(this.#socket, {
+        code: 'ETIMEDOUT',
+        reason: `no response within ${timeout} ms; the connection was reset${silence}`,
+        sent: true,
+      })
     }
     const first = this.#waiting.peek()
     if (first !== undefined && this.#openDue(first) <= now) {
