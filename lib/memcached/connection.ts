@@ -2,7 +2,7 @@ import type { Socket } from 'node:net'
 import { type ErrorCode, MemcacheStoreError } from '../errors.js'
 import { Fifo } from './fifo.js'
 import { ServerHealth } from './health.js'
-import { connectFailureCode, stalledOpening } from './socket.js'
+import { connectFailureCode, connectFailureReason, stalledOpening } from './socket.js'
 import type { Command, Failure, OpenAttempt, Pending, Reply, RequestContext, Transport, WireProtocol } from './wire.js'
 import type { WriteBatcher } from './write-batcher.js'
 
@@ -228,7 +228,10 @@ export class Connection {
         cause: err,
       }
     }
-    return { code, reason: err.message, sent: true, cause: err }
+    // A TLS alert before any reply ends the handshake the server had not accepted: it read none of
+    // the requests written after the client's side finished, so none can be applied.
+    const sent = !(code === 'ETLS' && !this.#answered)
+    return { code, reason: connectFailureReason(err), sent, cause: err }
   }
 
   /** The connection is gone (closed, broken, reset): what was written on it fails, and its bytes are never read again. */

@@ -1,6 +1,6 @@
 import type { Socket } from 'node:net'
 import { type ErrorCode, MemcacheStoreError, type Operation } from '../errors.js'
-import { connectFailureCode, stalledOpening } from './socket.js'
+import { connectFailureCode, connectFailureReason, stalledOpening } from './socket.js'
 import type { Transport } from './wire.js'
 
 /** One live item as `lru_crawler metadump` lists it. */
@@ -100,7 +100,7 @@ export function metadump(options: MetadumpOptions): Promise<void> {
         ),
       )
       // ETLS for a TLS alert after the handshake (TLS 1.3: a missing client certificate), as on opening.
-      opened.on('error', (err) => fail(connectFailureCode(err), err.message, err))
+      opened.on('error', (err) => fail(connectFailureCode(err), connectFailureReason(err), err))
       opened.on('close', () =>
         fail(
           'ECONNCLOSED',

@@ -3,7 +3,7 @@
 // memcached's token authentication (-Y). Every request carries an opaque (`O`) and reads ask for the
 // key back (`k`), so each reply is checked against the request it answers.
 import type tls from 'node:tls'
-import { connectFailureCode, type Endpoint, openSocket } from './socket.js'
+import { connectFailureCode, connectFailureReason, type Endpoint, openSocket } from './socket.js'
 import type {
   Command,
   CommandName,
@@ -246,7 +246,7 @@ export class MetaTransport implements Transport {
       socket.removeListener('close', onClose)
       outcome()
     }
-    const onError = (err: Error) => settle(() => callbacks.failed(connectFailureCode(err), err.message, err))
+    const onError = (err: Error) => settle(() => callbacks.failed(connectFailureCode(err), connectFailureReason(err), err))
     const onClose = () =>
       settle(() =>
         callbacks.failed(

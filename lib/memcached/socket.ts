@@ -63,6 +63,26 @@ export function connectFailureCode(err: Error): 'ETLS' | 'ECONNECTION' {
     : 'ECONNECTION'
 }
 
+/**
+ * A failed connection's reason. Node's own checks of the server's certificate have readable messages
+ * ("self-signed certificate", "Hostname/IP does not match..."); OpenSSL's errors carry their source
+ * location and a newline ("80...:error:0A00010B:SSL routines:ssl3_get_record:wrong version
+ * number:../deps/openssl/...:350:\n"): those are worded from their `reason`, with what to check.
+ */
+export function connectFailureReason(err: Error): string {
+  const { library, reason } = err as { library?: unknown; reason?: unknown }
+  if (library !== 'SSL routines' || typeof reason !== 'string') return err.message
+  if (/wrong version number|packet length too long|unknown protocol|http request/.test(reason)) {
+    return `the server did not answer in TLS (${reason}): if the port is plain TCP, leave \`tls\` unset`
+  }
+  if (/alert certificate required/.test(reason)) {
+    return 'the server requires a client certificate (TLS alert "certificate required"): set `tls.cert` and `tls.key`'
+  }
+  const alert = /alert (.+)$/.exec(reason)?.[1]
+  if (alert) return `the server ended the TLS handshake with alert "${alert}" (check \`tls.cert\`/\`tls.key\` and the server's CA)`
+  return `TLS error: ${reason}`
+}
+
 /** Why a connection did not open in time, by where it stood. */
 export function stalledOpening(stage: OpenedSocket['stage'], timeout: number): Failure {
   if (stage === 'tls') {
