@@ -329,7 +329,7 @@ export class Connection {
       this.#opening?.abort()
       this.#opening = undefined
       // How long the oldest request waited for the connection.
-      this.#failWaiting(stalledOpening(stage, Math.round(now - (first.at - timeout))))
+      this.#failWaiting(stalledOpening(stage, Math.round(now - (first.at - timeout)), this.#everAnswered))
     }
     const waiting = this.#waiting.peek()
     const next = Math.min(this.#written.peek()?.at ?? Infinity, waiting === undefined ? Infinity : this.#openDue(waiting))

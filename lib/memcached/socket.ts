@@ -83,8 +83,19 @@ export function connectFailureReason(err: Error): string {
   return `TLS error: ${reason}`
 }
 
-/** Why a connection did not open in time, by where it stood. */
-export function stalledOpening(stage: OpenedSocket['stage'], timeout: number): Failure {
+/**
+ * Why a connection did not open in time, by where it stood. A stalled handshake is ETLS (a plain
+ * port that does not answer one), unless the server `answeredBefore` over TLS: then it is a server
+ * that stopped answering (frozen, overloaded), as silent to a handshake as to requests: ETIMEDOUT.
+ */
+export function stalledOpening(stage: OpenedSocket['stage'], timeout: number, answeredBefore = false): Failure {
+  if (stage === 'tls' && answeredBefore) {
+    return {
+      code: 'ETIMEDOUT',
+      reason: `the TLS handshake did not complete within ${timeout} ms (the server answered before: it is stopped or overloaded)`,
+      sent: false,
+    }
+  }
   if (stage === 'tls') {
     return {
       code: 'ETLS',
