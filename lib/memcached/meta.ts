@@ -246,7 +246,20 @@ export class MetaTransport implements Transport {
       socket.removeListener('close', onClose)
       outcome()
     }
-    const onError = (err: Error) => settle(() => callbacks.failed(connectFailureCode(err), connectFailureReason(err), err))
+    const onError = (err: Error) =>
+      settle(() => {
+        const code = connectFailureCode(err)
+        // A -Z server resets a plain connection whose first bytes (this set) are not a TLS record:
+        // a refusal like a close, which ready() explains (set \`tls\`; or the binary protocol).
+        if (code === 'ECONNECTION' && opened.stage === 'authenticating' && (err as NodeJS.ErrnoException).code === 'ECONNRESET') {
+          return callbacks.failed(
+            'ECONNCLOSED',
+            `the server reset the connection instead of answering token authentication (${err.message})`,
+            err,
+          )
+        }
+        callbacks.failed(code, connectFailureReason(err), err)
+      })
     const onClose = () =>
       settle(() =>
         callbacks.failed(
