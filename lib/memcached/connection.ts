@@ -193,7 +193,7 @@ export class Connection {
           // memcached closes a connection that did not authenticate: what follows it fails the same way.
           pending.resolve(reply)
           const reason = this.#options.transport.authRefusal?.() ?? 'the server requires authentication'
-          return this.#lost(socket, { code: 'EAUTH', reason, sent: true })
+          return this.#lost(socket, { code: 'EAUTH', reason, sent: true, refused: true })
         }
         if (this.health.failures !== 0) this.#recovered()
         pending.resolve(reply)
@@ -338,7 +338,12 @@ export class Connection {
 
   #error(command: string, context: RequestContext, failure: Failure): MemcacheStoreError {
     const verb = failure.code === 'ETIMEDOUT' ? 'timed out' : 'failed'
-    const note = !failure.sent ? '; it was not sent' : WRITES.has(command) ? '; it was sent and may still be applied' : ''
+    // A request the server refused in its reply was not applied: only an unanswered write may have been.
+    const note = !failure.sent
+      ? '; it was not sent'
+      : !failure.refused && WRITES.has(command)
+        ? '; it was sent and may still be applied'
+        : ''
     return new MemcacheStoreError(
       failure.code,
       context.operation,
