@@ -84,22 +84,25 @@ export interface Outcome {
   ms: number
   code: string | undefined
   error?: MemcacheStoreError
+  /** What `label` said of the request (the session it was for, say). */
+  label?: string
 }
 
-/** Runs `operation` from `concurrency` loops until stopped, recording every outcome. */
-export function load(concurrency: number, operation: (i: number) => Promise<unknown>) {
+/** Runs `operation` from `concurrency` loops until stopped, recording every outcome (labelled by `label`). */
+export function load(concurrency: number, operation: (i: number) => Promise<unknown>, label?: (i: number) => string) {
   const outcomes: Outcome[] = []
   let running = true
   let n = 0
   const loops = Array.from({ length: concurrency }, async () => {
     while (running) {
       const at = performance.now()
+      const i = n++
       try {
-        await operation(n++)
-        outcomes.push({ at, ms: performance.now() - at, code: undefined })
+        await operation(i)
+        outcomes.push({ at, ms: performance.now() - at, code: undefined, label: label?.(i) })
       } catch (err) {
         const error = err as MemcacheStoreError
-        outcomes.push({ at, ms: performance.now() - at, code: error.code ?? String(err), error })
+        outcomes.push({ at, ms: performance.now() - at, code: error.code ?? String(err), error, label: label?.(i) })
         // A failure can come at once (a refusal during back-off): let timers and I/O run.
         await sleep(1)
       }
