@@ -3,8 +3,17 @@ import { type ErrorCode, MemcacheStoreError } from '../errors.js'
 import { debug } from '../observability.js'
 import { Fifo } from './fifo.js'
 import { ServerHealth } from './health.js'
+import { connectFailureCode, connectFailureReason, stalledOpening } from './socket.js'
 import type { Command, Failure, OpenAttempt, Pending, Reply, RequestContext, Transport, WireProtocol } from './wire.js'
 import type { WriteBatcher } from './write-batcher.js'
+
+/**
+ * A request waiting for its connection to open gives up on it this long before its operation's
+ * deadline (at most; a tenth of the timeout when that is less), so that the operation fails with
+ * why the connection did not open (a stalled TLS handshake is ETLS) rather than with the bare
+ * timeout its operation would report a moment later.
+ */
+const OPEN_MARGIN_MS = 50
 
 /** Commands whose outcome is unknown once sent and unanswered: a timed-out write may still be applied. */
 const WRITES: ReadonlySet<string> = new Set(['set', 'add', 'replace', 'cas', 'delete', 'touch'])
@@ -20,6 +29,11 @@ export interface ConnectionOptions {
   onStateChange?: StateListener
   /** Added to a refused connection's reason: what to check (the default address, say). */
   connectHint?: string
+  /**
+   * Added to a timeout when the server never answered anything on any connection: why a server may
+   * accept connections and stay silent (it expects TLS, it speaks another protocol).
+   */
+  silenceHint?: string
 }
 
 /**
@@ -42,11 +56,19 @@ export class Connection {
   /** Requests written on `#socket`, oldest first: the order replies come in. */
   readonly #written = new Fifo<Pending>()
   #timer: NodeJS.Timeout | undefined
+  /** When `#timer` fires (performance.now() time); Infinity without one. */
+  #timerAt = Infinity
+  readonly #openMargin: number
   #opaque = 0
   #closed = false
+  /** Whether `#socket` carried a reply yet. */
+  #answered = false
+  /** Whether the server ever answered, on any connection. */
+  #everAnswered = false
 
   constructor(options: ConnectionOptions) {
     this.#options = options
+    this.#openMargin = Math.min(OPEN_MARGIN_MS, options.timeoutMs / 10)
     this.address = `${options.transport.host}:${options.transport.port}`
   }
 
@@ -100,12 +122,14 @@ export class Connection {
         },
         reject: (failure) => reject(this.#error(command.name, context, failure)),
       }
-      if (this.#socket !== undefined) this.#write(this.#socket, pending)
-      else {
+      if (this.#socket !== undefined) {
+        this.#write(this.#socket, pending)
+        this.#arm(pending.at)
+      } else {
         this.#waiting.push(pending)
         this.#open()
+        this.#arm(this.#openDue(pending))
       }
-      this.#timer ??= setTimeout(this.#fire, this.#options.timeoutMs)
     })
   }
 
@@ -123,6 +147,7 @@ export class Connection {
     socket?.destroy()
     if (this.#timer) clearTimeout(this.#timer)
     this.#timer = undefined
+    this.#timerAt = Infinity
   }
 
   /** Builds the store's error for a failed request of `command`. */
@@ -159,17 +184,20 @@ export class Connection {
 
   #use(socket: Socket): void {
     this.#socket = socket
+    this.#answered = false
     socket.setKeepAlive(true, 30_000)
     const read = this.#options.protocol.reader({
       expected: () => (this.#socket === socket ? this.#written.peek() : undefined),
       reply: (reply) => {
         if (this.#socket !== socket) return
         const pending = this.#written.shift() as Pending
+        this.#answered = true
+        this.#everAnswered = true
         if (reply.status === 'authError') {
           // memcached closes a connection that did not authenticate: what follows it fails the same way.
           pending.resolve(reply)
           const reason = this.#options.transport.authRefusal?.() ?? 'the server requires authentication'
-          return this.#lost(socket, { code: 'EAUTH', reason, sent: true })
+          return this.#lost(socket, { code: 'EAUTH', reason, sent: true, refused: true })
         }
         if (this.health.failures !== 0) this.#recovered()
         pending.resolve(reply)
@@ -177,13 +205,37 @@ export class Connection {
       violation: (reason) => this.#lost(socket, { code: 'EPROTOCOL', reason: `${reason}; the connection was reset`, sent: true }),
     })
     socket.on('data', read)
-    socket.on('error', (err) => this.#lost(socket, { code: 'ECONNECTION', reason: err.message, sent: true, cause: err }))
+    // A TLS error can come after the handshake: with TLS 1.3 the server checks the client's
+    // certificate once the client has finished, so a refusal ("certificate required") arrives as
+    // an alert on the connection already handed over. It is still ETLS.
+    socket.on('error', (err) => this.#lost(socket, this.#socketFailure(err)))
     socket.on('close', () =>
       this.#lost(socket, { code: 'ECONNCLOSED', reason: 'the server closed the connection before answering', sent: true }),
     )
     const waiting = this.#waiting.drain()
     if (waiting.length > 1) this.#options.batcher.hold(socket)
     for (const pending of waiting) this.#write(socket, pending)
+  }
+
+  /**
+   * Why the connection broke. A reset before any reply is the server refusing what it was sent, as
+   * a close is (ECONNCLOSED): a -Z server resets a plain connection as soon as its first bytes are
+   * not a TLS record. A TLS error is ETLS even after the handshake (see #use).
+   */
+  #socketFailure(err: Error): Failure {
+    const code = connectFailureCode(err)
+    if (code === 'ECONNECTION' && !this.#answered && (err as NodeJS.ErrnoException).code === 'ECONNRESET') {
+      return {
+        code: 'ECONNCLOSED',
+        reason: `the server reset the connection before answering anything (${err.message})`,
+        sent: true,
+        cause: err,
+      }
+    }
+    // A TLS alert before any reply ends the handshake the server had not accepted: it read none of
+    // the requests written after the client's side finished, so none can be applied.
+    const sent = !(code === 'ETLS' && !this.#answered)
+    return { code, reason: connectFailureReason(err), sent, cause: err }
   }
 
   /** The connection is gone (closed, broken, reset): what was written on it fails, and its bytes are never read again. */
@@ -252,28 +304,55 @@ export class Connection {
     setImmediate(this.#sweep)
   }
 
+  /** Makes sure the timer fires by `due` (performance.now() time). */
+  #arm(due: number): void {
+    if (due >= this.#timerAt) return
+    if (this.#timer !== undefined) clearTimeout(this.#timer)
+    this.#timerAt = due
+    this.#timer = setTimeout(this.#fire, Math.max(1, Math.ceil(due - performance.now())))
+  }
+
+  /** When a request waiting for the connection gives up on it: before its operation's deadline (OPEN_MARGIN_MS). */
+  #openDue(pending: Pending): number {
+    return Math.min(pending.at, pending.context.deadline) - this.#openMargin
+  }
+
   #sweep = (): void => {
     this.#timer = undefined
+    this.#timerAt = Infinity
     const now = performance.now()
     const timeout = this.#options.timeoutMs
     const head = this.#written.peek()
     if (head !== undefined && head.at <= now && this.#socket !== undefined) {
-      this.#lost(this.#socket, { code: 'ETIMEDOUT', reason: `no response within ${timeout} ms; the connection was reset`, sent: true })
+      const silence =
+        !this.#everAnswered && this.#options.silenceHint ? `; nothing ever came back from this server: ${this.#options.silenceHint}` : ''
+      this.#lost(this.#socket, {
+        code: 'ETIMEDOUT',
+        reason: `no response within ${timeout} ms; the connection was reset${silence}`,
+        sent: true,
+      })
     }
     const first = this.#waiting.peek()
-    if (first !== undefined && first.at <= now) {
+    if (first !== undefined && this.#openDue(first) <= now) {
       const stage = this.#opening?.stage ?? 'connecting'
       this.#opening?.abort()
       this.#opening = undefined
-      this.#failWaiting(stalledOpening(stage, timeout))
+      // How long the oldest request waited for the connection.
+      this.#failWaiting(stalledOpening(stage, Math.round(now - (first.at - timeout)), this.#everAnswered))
     }
-    const next = Math.min(this.#written.peek()?.at ?? Infinity, this.#waiting.peek()?.at ?? Infinity)
-    if (next !== Infinity) this.#timer = setTimeout(this.#fire, Math.max(1, Math.ceil(next - now)))
+    const waiting = this.#waiting.peek()
+    const next = Math.min(this.#written.peek()?.at ?? Infinity, waiting === undefined ? Infinity : this.#openDue(waiting))
+    if (next !== Infinity) this.#arm(next)
   }
 
   #error(command: string, context: RequestContext, failure: Failure): MemcacheStoreError {
     const verb = failure.code === 'ETIMEDOUT' ? 'timed out' : 'failed'
-    const note = !failure.sent ? '; it was not sent' : WRITES.has(command) ? '; it was sent and may still be applied' : ''
+    // A request the server refused in its reply was not applied: only an unanswered write may have been.
+    const note = !failure.sent
+      ? '; it was not sent'
+      : !failure.refused && WRITES.has(command)
+        ? '; it was sent and may still be applied'
+        : ''
     return new MemcacheStoreError(
       failure.code,
       context.operation,
@@ -281,17 +360,4 @@ export class Connection {
       { server: this.address, command, session: context.subject, sent: failure.sent, reason: failure.reason, cause: failure.cause },
     )
   }
-}
-
-/** Why a connection did not open in time, by where it stood. */
-function stalledOpening(stage: OpenAttempt['stage'], timeout: number): Failure {
-  if (stage === 'tls') {
-    return {
-      code: 'ETLS',
-      reason: `the TLS handshake did not complete within ${timeout} ms (if the port is plain TCP, leave \`tls\` unset)`,
-      sent: false,
-    }
-  }
-  if (stage === 'authenticating') return { code: 'ETIMEDOUT', reason: `no answer to authentication within ${timeout} ms`, sent: false }
-  return { code: 'ETIMEDOUT', reason: `could not connect within ${timeout} ms`, sent: false }
 }

@@ -1,5 +1,6 @@
 import type { Socket } from 'node:net'
 import { type ErrorCode, MemcacheStoreError, type Operation } from '../errors.js'
+import { connectFailureCode, connectFailureReason, stalledOpening } from './socket.js'
 import type { Transport } from './wire.js'
 
 /** One live item as `lru_crawler metadump` lists it. */
@@ -47,6 +48,7 @@ export function metadump(options: MetadumpOptions): Promise<void> {
       if (settled) return
       settled = true
       clearTimeout(deadline)
+      clearTimeout(opening)
       signal?.removeEventListener('abort', abort)
       attempt.abort()
       socket?.destroy()
@@ -69,8 +71,15 @@ export function metadump(options: MetadumpOptions): Promise<void> {
       () => fail('ETIMEDOUT', `the dump did not end within ${deadlineMs} ms (the server answers too slowly, or is not memcached)`),
       deadlineMs,
     )
+    // Opening (connect, TLS handshake, authentication) is bounded like any wait of the dump: a
+    // handshake that never completes (a plain port, a stopped server) fails as the store's requests do.
+    const opening = setTimeout(() => {
+      const { code, reason } = stalledOpening(attempt.stage, idleTimeoutMs)
+      fail(code, reason)
+    }, idleTimeoutMs)
     const attempt = transport.open({
       ready: (opened) => {
+        clearTimeout(opening)
         socket = opened
         listen(opened)
         opened.write(COMMAND)
@@ -90,7 +99,8 @@ export function metadump(options: MetadumpOptions): Promise<void> {
             : `no answer to \`lru_crawler metadump\` within ${idleTimeoutMs} ms: the server is frozen or overloaded, or its crawler is held by another dump whose client is not reading`,
         ),
       )
-      opened.on('error', (err) => fail('ECONNECTION', err.message, err))
+      // ETLS for a TLS alert after the handshake (TLS 1.3: a missing client certificate), as on opening.
+      opened.on('error', (err) => fail(connectFailureCode(err), connectFailureReason(err), err))
       opened.on('close', () =>
         fail(
           'ECONNCLOSED',
@@ -131,6 +141,9 @@ export function metadump(options: MetadumpOptions): Promise<void> {
           'ENOTSUPPORTED',
           `the server does not know \`lru_crawler\` (ElastiCache Serverless and proxies do not offer it), so its keys cannot be listed (${line})`,
         )
+      } else if (line.startsWith('CLIENT_ERROR') && /unauthenticated|authentication/i.test(line)) {
+        // memcached -Y refuses every command of a connection that did not authenticate first.
+        fail('EAUTH', `${transport.authRefusal?.() ?? 'the server requires authentication'} (${line})`)
       } else fail('ESERVER', `unexpected reply ${JSON.stringify(line.slice(0, 120))}`)
     }
   })

@@ -23,6 +23,7 @@ export function createMemcached(options: AccessOptions, onStateChange?: StateLis
   const protocol = options.protocol === 'meta' ? metaProtocol(limit) : binaryProtocol(limit)
   const batcher = new WriteBatcher()
   const hint = connectHint(options)
+  const silence = silenceHint(options)
   const servers: Server[] = options.servers.map(({ host, port, credentials: own }) => {
     const credentials: Credentials | undefined = own ?? options.credentials
     const endpoint = { host, port }
@@ -34,7 +35,15 @@ export function createMemcached(options: AccessOptions, onStateChange?: StateLis
       address: `${host}:${port}`,
       host,
       port,
-      connection: new Connection({ transport, protocol, timeoutMs: options.timeout, batcher, onStateChange, connectHint: hint }),
+      connection: new Connection({
+        transport,
+        protocol,
+        timeoutMs: options.timeout,
+        batcher,
+        onStateChange,
+        connectHint: hint,
+        silenceHint: silence,
+      }),
       // Listing keys is a text command: SASL credentials are not token credentials.
       lister: new MetaTransport(endpoint, options.tls, options.protocol === 'meta' ? credentials : undefined),
     }
@@ -60,4 +69,16 @@ function connectHint({ serversFrom }: AccessOptions): string | undefined {
     default:
       return undefined
   }
+}
+
+/**
+ * Why a server may take connections and never answer the meta protocol. Its no-op (`mn\r\n`, what
+ * ready() sends) is 4 bytes: a -Z server waits for the 5 of a TLS record header, a binary-only one for
+ * the 24 of a binary header, so both stay silent. (A binary request is long enough: a -Z server resets
+ * the connection at once, and ready() already suggests meta when a text-only server stays silent.)
+ */
+function silenceHint({ protocol, tls }: AccessOptions): string | undefined {
+  if (protocol !== 'meta') return undefined
+  const tlsHint = tls ? '' : 'if it expects TLS, set `tls`; '
+  return `${tlsHint}if it speaks only the binary protocol (SASL, -B binary), use \`protocol: 'binary'\``
 }

@@ -134,15 +134,16 @@ function asNothing(reply: Reply): void {
 function refusal(reply: Reply): Failure {
   switch (reply.status) {
     case 'tooLarge':
-      return { code: 'ETOOLARGE', reason: "the value is larger than the server's item size limit (its -I)", sent: true }
+      return { code: 'ETOOLARGE', reason: "the value is larger than the server's item size limit (its -I)", sent: true, refused: true }
     case 'authError':
       return {
         code: 'EAUTH',
         reason:
           'the server requires authentication, or refused it (options `username`/`password`, `user:pass@host:port` in `servers`, or MEMCACHE_USERNAME/MEMCACHE_PASSWORD)',
         sent: true,
+        refused: true,
       }
     default:
-      return { code: 'ESERVER', reason: reply.message ?? `unexpected reply (${reply.status})`, sent: true }
+      return { code: 'ESERVER', reason: reply.message ?? `unexpected reply (${reply.status})`, sent: true, refused: true }
   }
 }

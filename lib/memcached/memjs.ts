@@ -11,7 +11,7 @@ import type { Socket } from 'node:net'
 import type tls from 'node:tls'
 import memjs from 'memjs'
 import { Opcode, Status } from './binary.js'
-import { connectFailureCode, type Endpoint, openSocket } from './socket.js'
+import { connectFailureCode, connectFailureReason, type Endpoint, openSocket } from './socket.js'
 import type { OpenAttempt, OpenCallbacks, Transport } from './wire.js'
 
 /** What the store uses of memjs's Server; checked when the first transport is made. */
@@ -62,7 +62,7 @@ export class MemjsTransport extends memjs.Server implements Transport {
     const { socket, readyEvent } = opened
     const attempt: Attempt = { socket, callbacks, settled: false }
     this.#attempt = attempt
-    const onError = (err: Error) => this.#settle(attempt, () => callbacks.failed(connectFailureCode(err), err.message, err))
+    const onError = (err: Error) => this.#settle(attempt, () => callbacks.failed(connectFailureCode(err), connectFailureReason(err), err))
     const onClose = () =>
       this.#settle(attempt, () =>
         callbacks.failed(

@@ -3,7 +3,7 @@
 // memcached's token authentication (-Y). Every request carries an opaque (`O`) and reads ask for the
 // key back (`k`), so each reply is checked against the request it answers.
 import type tls from 'node:tls'
-import { connectFailureCode, type Endpoint, openSocket } from './socket.js'
+import { connectFailureCode, connectFailureReason, type Endpoint, openSocket } from './socket.js'
 import type {
   Command,
   CommandName,
@@ -253,7 +253,20 @@ export class MetaTransport implements Transport {
       socket.removeListener('close', onClose)
       outcome()
     }
-    const onError = (err: Error) => settle(() => callbacks.failed(connectFailureCode(err), err.message, err))
+    const onError = (err: Error) =>
+      settle(() => {
+        const code = connectFailureCode(err)
+        // A -Z server resets a plain connection whose first bytes (this set) are not a TLS record:
+        // a refusal like a close, which ready() explains (set \`tls\`; or the binary protocol).
+        if (code === 'ECONNECTION' && opened.stage === 'authenticating' && (err as NodeJS.ErrnoException).code === 'ECONNRESET') {
+          return callbacks.failed(
+            'ECONNCLOSED',
+            `the server reset the connection instead of answering token authentication (${err.message})`,
+            err,
+          )
+        }
+        callbacks.failed(code, connectFailureReason(err), err)
+      })
     const onClose = () =>
       settle(() =>
         callbacks.failed(

@@ -56,6 +56,8 @@ export interface Failure {
   code: ErrorCode
   reason: string
   sent: boolean
+  /** The server answered and refused the request (or the unauthenticated connection it came on): nothing of it was applied. */
+  refused?: boolean
   cause?: unknown
 }
 

@@ -1,0 +1,131 @@
+// How store operations settle, for the specs that check failure modes (TLS, token authentication,
+// protocol mismatches, clusters): the error and the time it took, with a guard against hangs.
+import assert from 'node:assert/strict'
+import { MemcacheStoreError } from '../../lib/index.ts'
+import { sleep } from './memcached.ts'
+
+/**
+ * The MemcacheStoreError `operation` settles with and how long it took. Fails the test when it
+ * succeeds, rejects with anything else, or is still pending after `guardMs` (a hang).
+ */
+export async function failure(operation: Promise<unknown>, guardMs = 10_000): Promise<{ err: MemcacheStoreError; ms: number }> {
+  const started = performance.now()
+  let caught: unknown
+  let succeeded = false
+  let hang: NodeJS.Timeout | undefined
+  const guard = new Promise((_, reject) => {
+    hang = setTimeout(() => reject(new Error(`still pending after ${guardMs} ms: a hang`)), guardMs)
+  })
+  try {
+    await Promise.race([operation, guard])
+    succeeded = true
+  } catch (err) {
+    caught = err
+  } finally {
+    clearTimeout(hang)
+  }
+  assert.ok(!succeeded, 'the operation must fail')
+  assert.ok(caught instanceof MemcacheStoreError, `expected a MemcacheStoreError, got ${String(caught)}`)
+  return { err: caught, ms: performance.now() - started }
+}
+
+/** Sets environment variables (undefined deletes one) and returns what puts them back. */
+export function withEnv(vars: Record<string, string | undefined>): () => void {
+  const saved = Object.fromEntries(Object.keys(vars).map((name) => [name, process.env[name]]))
+  const apply = (values: Record<string, string | undefined>) => {
+    for (const [name, value] of Object.entries(values)) {
+      if (value === undefined) delete process.env[name]
+      else process.env[name] = value
+    }
+  }
+  apply(vars)
+  return () => apply(saved)
+}
+
+/** No credentials in memjs's environment variables: a store made inside `make` has only what its options say. */
+export function withoutEnvCredentials<T>(make: () => T): T {
+  const restore = withEnv({
+    MEMCACHIER_USERNAME: undefined,
+    MEMCACHIER_PASSWORD: undefined,
+    MEMCACHE_USERNAME: undefined,
+    MEMCACHE_PASSWORD: undefined,
+  })
+  try {
+    return make()
+  } finally {
+    restore()
+  }
+}
+
+/** Milliseconds until `operation` first succeeds (it is retried every 10 ms); throws after `limitMs`. */
+export async function untilSuccess(operation: () => Promise<unknown>, limitMs: number): Promise<number> {
+  const started = performance.now()
+  let last: unknown
+  while (performance.now() - started < limitMs) {
+    try {
+      await operation()
+      return performance.now() - started
+    } catch (err) {
+      last = err
+      await sleep(10)
+    }
+  }
+  throw new Error(`no success within ${limitMs} ms; last error: ${(last as Error)?.message}`)
+}
+
+/** A regular expression matching `text` literally. */
+export function literally(text: string): RegExp {
+  return new RegExp(text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&'))
+}
+
+/** One load request: when it started, how long it took, and its error code (undefined: success). */
+export interface Outcome {
+  at: number
+  ms: number
+  code: string | undefined
+  error?: MemcacheStoreError
+  /** What `label` said of the request (the session it was for, say). */
+  label?: string
+}
+
+/** Runs `operation` from `concurrency` loops until stopped, recording every outcome (labelled by `label`). */
+export function load(concurrency: number, operation: (i: number) => Promise<unknown>, label?: (i: number) => string) {
+  const outcomes: Outcome[] = []
+  let running = true
+  let n = 0
+  const loops = Array.from({ length: concurrency }, async () => {
+    while (running) {
+      const at = performance.now()
+      const i = n++
+      try {
+        await operation(i)
+        outcomes.push({ at, ms: performance.now() - at, code: undefined, label: label?.(i) })
+      } catch (err) {
+        const error = err as MemcacheStoreError
+        outcomes.push({ at, ms: performance.now() - at, code: error.code ?? String(err), error, label: label?.(i) })
+        // A failure can come at once (a refusal during back-off): let timers and I/O run.
+        await sleep(1)
+      }
+    }
+  })
+  return {
+    outcomes,
+    async stop(): Promise<Outcome[]> {
+      running = false
+      await Promise.all(loops)
+      return outcomes
+    },
+  }
+}
+
+/** Each code with how often it came and its first message, for the printed figures. */
+export function tally(outcomes: readonly Outcome[]): string {
+  const byCode = new Map<string, { count: number; message: string }>()
+  for (const { code, error } of outcomes) {
+    if (code === undefined) continue
+    const entry = byCode.get(code) ?? { count: 0, message: error?.message ?? '' }
+    entry.count++
+    byCode.set(code, entry)
+  }
+  return [...byCode].map(([code, { count, message }]) => `${code} x${count} (first: ${message})`).join('; ') || 'no failures'
+}
