@@ -119,7 +119,7 @@ describe('tracing channel', () => {
 describe('DEBUG=express-session-memcache', () => {
   const fixture = join(dirname(fileURLToPath(import.meta.url)), 'fixtures', 'debug-store.ts')
   const run = (env: NodeJS.ProcessEnv) => {
-    const childEnv = { ...process.env, MEMCACHE_SERVERS: file.server.address, PREFIX: `dbg${process.pid}:`, ...env }
+    const childEnv: NodeJS.ProcessEnv = { ...process.env, MEMCACHE_SERVERS: file.server.address, PREFIX: `dbg${process.pid}:`, ...env }
     // The fixture is a plain program, not a test file of this run.
     delete childEnv.NODE_TEST_CONTEXT
     return spawnSync(process.execPath, ['--import', 'tsx', fixture], { env: childEnv, encoding: 'utf8', timeout: 20_000 })
