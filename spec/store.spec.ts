@@ -6,7 +6,7 @@ import { ERROR_CODES, type MemcacheStore, MemcacheStoreError } from '../lib/inde
 import { freePort, MemcachedServer, sleep } from './harness/memcached.ts'
 import { createStore } from './harness/protocol.ts'
 import { RawClient } from './harness/raw.ts'
-import { assertIdle, loadSession, newSession, plainSession, randomId, useMemcached } from './harness/stores.ts'
+import { assertIdle, loadSession, newSession, plainSession, randomId, readSession, useMemcached } from './harness/stores.ts'
 
 const file = useMemcached()
 const { stores } = file
@@ -221,7 +221,11 @@ describe('touch', () => {
     await store.touch(sid, expired as never)
     assert.ok(((await file.server.inspect(keyOf(store, sid)))?.ttl ?? 0) <= 11)
 
-    await store.touch(randomId(), plainSession())
+    // A touch of a session memcached does not hold settles and leaves nothing behind.
+    const missing = randomId()
+    await store.touch(missing, plainSession({ v: 'not written' }, 100_000))
+    assert.equal(await file.server.inspect(keyOf(store, missing)), undefined, 'the touch created no session')
+    assert.equal(await store.get(missing), null)
 
     const untouchable = stores.create({ disableTouch: true })
     await untouchable.set(sid, plainSession({}, 10_000))
@@ -264,6 +268,40 @@ describe('collision-checked new sessions', () => {
     loaded.cart = ['late change']
     await store.set(sid, loaded)
     assert.equal(await file.server.inspect(keyOf(store, sid)), undefined)
+  })
+
+  it('with merge: false, never re-creates a loaded session that another request destroyed meanwhile', async () => {
+    const store = stores.create({ merge: false })
+    const other = stores.create({ merge: false, prefix: store.prefix }) // another process, the same sessions
+    const sid = randomId()
+    await store.set(sid, newSession(store, sid, { user: 'ada' }))
+    const loaded = await loadSession(store, sid)
+    assert.ok(loaded)
+    // While it exists, a save of the loaded session is written (REPLACE)...
+    loaded.step = 1
+    await store.set(sid, loaded)
+    assert.equal((await readSession(other, sid))?.step, 1)
+    // ...once another request logged out, it must not come back.
+    await other.destroy(sid)
+    loaded.cart = ['late change']
+    await store.set(sid, loaded)
+    assert.equal(await file.server.inspect(keyOf(store, sid)), undefined, 'the save re-created a destroyed session')
+    assert.equal(await other.get(sid), null)
+  })
+
+  it('saves a loaded session under another ID as a copy: the other ID holds its data, the original is unchanged', async () => {
+    const store = stores.create()
+    const original = randomId()
+    const copy = randomId()
+    await store.set(original, plainSession({ user: 'ada', cart: [1] }))
+    const loaded = await loadSession(store, original)
+    assert.ok(loaded)
+    loaded.cart = [1, 2]
+    await store.set(copy, loaded)
+    const stored = await readSession(store, copy)
+    assert.ok(stored, 'the session was stored under the other ID')
+    assert.deepEqual([stored.user, stored.cart], ['ada', [1, 2]])
+    assert.deepEqual((await readSession(store, original))?.cart, [1], 'the original ID was not written')
   })
 })
 
