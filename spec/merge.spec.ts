@@ -111,7 +111,8 @@ describe('concurrent requests in one process', () => {
     await store.set(sid, plainSession({ v: 1 }))
     const loaded = await loadSession(store, sid)
     assert.deepEqual(Object.keys(loaded ?? {}).sort(), ['cookie', 'v'])
-    await store.set(sid, loaded as unknown as SessionData)
+    assert.ok(loaded)
+    await store.set(sid, loaded)
     const stored = JSON.parse((await file.server.inspect(store.prefix + sid))?.value.toString() ?? '{}')
     assert.deepEqual(Object.keys(stored).sort(), ['cookie', 'v'])
   })
@@ -175,7 +176,8 @@ describe('concurrent requests in one process', () => {
     }
     const store = createStore({ servers: file.server.address, prefix, serializer, logger: false })
     await client.set(prefix + sid, JSON.stringify(plainSession({ v: 0 })), { expires: 60 })
-    const loaded = (await loadSession(store, sid)) as unknown as SessionData & { v: number }
+    const loaded = await loadSession(store, sid)
+    assert.ok(loaded)
     await client.set(prefix + sid, JSON.stringify(plainSession({ v: 0, other: 1 })), { expires: 60 })
     loaded.v = 1
     await assert.rejects(
