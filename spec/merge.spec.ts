@@ -144,9 +144,9 @@ describe('concurrent requests in one process', () => {
     const mine = await loadSession(store, sid)
     const theirs = await loadSession(other, sid)
     assert.ok(mine && theirs)
-    // The other writer stores the session with a cookie that expires in 1.1 s: a lifetime of 2 s,
+    // The other writer stores the session with a cookie that expires in 1.5 s: a lifetime of 2 s,
     // which memcached gets as 3 s, so memcached still holds it for a while after the cookie expired.
-    theirs.cookie.maxAge = 1100
+    theirs.cookie.maxAge = 1500
     theirs.other = true
     await other.set(sid, theirs)
     const expiresAt = (theirs.cookie.expires as Date).getTime()
@@ -174,7 +174,9 @@ describe('concurrent requests in one process', () => {
         return JSON.stringify(sess)
       },
     }
-    const store = createStore({ servers: file.server.address, prefix, serializer, logger: false })
+    // Each overtaking write blocks the event loop while a child process runs it (about 100 ms, far
+    // more on a loaded machine): the operation gets time for all of them, as time is not the subject.
+    const store = createStore({ servers: file.server.address, prefix, serializer, logger: false, timeout: 30_000 })
     await client.set(prefix + sid, JSON.stringify(plainSession({ v: 0 })), { expires: 60 })
     const loaded = await loadSession(store, sid)
     assert.ok(loaded)
