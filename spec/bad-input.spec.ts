@@ -9,7 +9,7 @@ import type { MemcacheStore, MemcacheStoreError } from '../lib/index.ts'
 import { testApp } from './harness/app.ts'
 import { seededRandom } from './harness/faults.ts'
 import { RawClient } from './harness/raw.ts'
-import { plainSession, randomId, useMemcached } from './harness/stores.ts'
+import { plainSession, randomId, readSession, useMemcached } from './harness/stores.ts'
 
 const SEED = 20261125
 const file = useMemcached()
@@ -48,7 +48,7 @@ async function guard(store: MemcacheStore): Promise<string> {
 }
 
 async function assertIntact(store: MemcacheStore, sid: string, context: string): Promise<void> {
-  const sess = (await store.get(sid)) as unknown as { guard?: string } | null
+  const sess = await readSession(store, sid)
   assert.equal(sess?.guard, 'intact', `another session was disturbed by ${context}`)
 }
 
@@ -85,7 +85,7 @@ describe('session IDs', () => {
       )
       if (stored) {
         assert.ok(Buffer.byteLength(store.prefix + sid) <= 250, context)
-        assert.equal(((await store.get(sid)) as unknown as { probe: boolean }).probe, true, `${context} reads back`)
+        assert.equal((await readSession(store, sid))?.probe, true, `${context} reads back`)
         await store.destroy(sid)
       } else {
         assert.equal(got, null, context)
@@ -196,7 +196,7 @@ describe('sessions memcached cannot hold', () => {
         assert.ok(!err.message.includes(sid))
         return true
       })
-      assert.equal(((await store.get(sid)) as unknown as { v: string }).v, 'before')
+      assert.equal((await readSession(store, sid))?.v, 'before')
     })
   }
 })

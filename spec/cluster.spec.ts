@@ -290,90 +290,109 @@ async function trafficThroughFault(
   }
 }
 
+/**
+ * Runs a test that kills or freezes `server`, then brings the server back whatever happened: thawed,
+ * and restarted (empty, on its port) if it is down. A failed test then leaves the cluster whole for
+ * the next ones instead of failing them too.
+ */
+async function bringingBack(server: MemcachedServer, test: () => Promise<void>): Promise<void> {
+  try {
+    await test()
+  } finally {
+    server.thaw()
+    if (!server.running) await server.restart()
+  }
+}
+
 describe('losing one server of three', () => {
   it('killed under traffic: only its sessions fail, mostly without being sent; the others keep their latency; it works again after a restart', async () => {
     const cluster = await clusterWithTraffic()
     const { victim, store, sids, onVictim, placeOf } = cluster
-    const { faultAt: killedAt, after, others, victims } = await trafficThroughFault(cluster, () => victim.kill(), 2500)
-    const othersSummary = summarize(others)
-    const victimsSummary = summarize(victims)
-    const codes = byCode(victims)
-    const notSent = (codes.ESERVERDOWN ?? 0) / victims.length
-    console.log(
-      `kill 1 of 3 under traffic (16 workers, ${Math.round((performance.now() - killedAt) / 100) / 10} s after the kill): ` +
-        `other sessions ${JSON.stringify(othersSummary)}; the dead server's sessions ${JSON.stringify(victimsSummary)}, codes ${JSON.stringify(codes)}; ` +
-        `error share of all requests ${percent(othersSummary.errors + victimsSummary.errors, after.length)}, dead server's share of sessions ${percent(onVictim.size, sids.length)}`,
-    )
-    assert.equal(othersSummary.errors, 0, 'no request for a session on a live server fails')
-    assert.ok(others.length > 100, `traffic went on for the other sessions (${others.length} requests)`)
-    assert.equal(victimsSummary.errors, victims.length, "every request for the dead server's sessions fails")
-    assert.ok(
-      notSent > 0.5,
-      `most of them are refused by the back-off without being sent (${percent(codes.ESERVERDOWN ?? 0, victims.length)})`,
-    )
-    assert.ok(
-      othersSummary.p99 < TIMEOUT_MS / 2,
-      `other sessions' p99 latency ${othersSummary.p99} ms stays far below the ${TIMEOUT_MS} ms timeout`,
-    )
-    assert.ok(victimsSummary.p99 < TIMEOUT_MS / 2, `a refused connection fails fast (p99 ${victimsSummary.p99} ms)`)
+    // Whatever fails below, the killed server is started again: later tests need all four.
+    await bringingBack(victim, async () => {
+      const { faultAt: killedAt, after, others, victims } = await trafficThroughFault(cluster, () => victim.kill(), 2500)
+      const othersSummary = summarize(others)
+      const victimsSummary = summarize(victims)
+      const codes = byCode(victims)
+      const notSent = (codes.ESERVERDOWN ?? 0) / victims.length
+      console.log(
+        `kill 1 of 3 under traffic (16 workers, ${Math.round((performance.now() - killedAt) / 100) / 10} s after the kill): ` +
+          `other sessions ${JSON.stringify(othersSummary)}; the dead server's sessions ${JSON.stringify(victimsSummary)}, codes ${JSON.stringify(codes)}; ` +
+          `error share of all requests ${percent(othersSummary.errors + victimsSummary.errors, after.length)}, dead server's share of sessions ${percent(onVictim.size, sids.length)}`,
+      )
+      assert.equal(othersSummary.errors, 0, 'no request for a session on a live server fails')
+      assert.ok(others.length > 100, `traffic went on for the other sessions (${others.length} requests)`)
+      assert.equal(victimsSummary.errors, victims.length, "every request for the dead server's sessions fails")
+      assert.ok(
+        notSent > 0.5,
+        `most of them are refused by the back-off without being sent (${percent(codes.ESERVERDOWN ?? 0, victims.length)})`,
+      )
+      assert.ok(
+        othersSummary.p99 < TIMEOUT_MS / 2,
+        `other sessions' p99 latency ${othersSummary.p99} ms stays far below the ${TIMEOUT_MS} ms timeout`,
+      )
+      assert.ok(victimsSummary.p99 < TIMEOUT_MS / 2, `a refused connection fails fast (p99 ${victimsSummary.p99} ms)`)
 
-    await victim.restart()
-    let sid = randomId()
-    while (placeOf(store.prefix + sid) !== victim.address) sid = randomId()
-    const backAfter = await waitUntil('the restarted server takes sessions again', 5000, async () => {
-      try {
-        await store.set(sid, plainSession({ back: true }))
-        return (await store.get(sid)) !== null
-      } catch {
-        return false
-      }
+      await victim.restart()
+      let sid = randomId()
+      while (placeOf(store.prefix + sid) !== victim.address) sid = randomId()
+      const backAfter = await waitUntil('the restarted server takes sessions again', 5000, async () => {
+        try {
+          await store.set(sid, plainSession({ back: true }))
+          return (await store.get(sid)) !== null
+        } catch {
+          return false
+        }
+      })
+      console.log(`restart: the restarted server's share worked again ${backAfter} ms after it was up`)
+      const [lost, kept] = [[...onVictim].slice(0, 50), sids.filter((sid) => !onVictim.has(sid)).slice(0, 50)]
+      assert.equal((await readable(store, lost)).size, 0, 'its old sessions are gone (memcached restarts empty)')
+      assert.equal((await readable(store, kept)).size, kept.length, 'the other sessions are all still there')
     })
-    console.log(`restart: the restarted server's share worked again ${backAfter} ms after it was up`)
-    const [lost, kept] = [[...onVictim].slice(0, 50), sids.filter((sid) => !onVictim.has(sid)).slice(0, 50)]
-    assert.equal((await readable(store, lost)).size, 0, 'its old sessions are gone (memcached restarts empty)')
-    assert.equal((await readable(store, kept)).size, kept.length, 'the other sessions are all still there')
   })
 
   it('frozen under traffic: after the first timeout its requests fail fast during the back-off, and the others never wait', async () => {
     const cluster = await clusterWithTraffic()
     const { victim, store, onVictim } = cluster
-    const { others, victims } = await trafficThroughFault(
-      cluster,
-      () => victim.freeze(),
-      3500,
-      () => victim.thaw(),
-    )
-    const waited = victims.filter((request) => request.code === 'ETIMEDOUT')
-    const fast = victims.filter((request) => request.code === 'ESERVERDOWN')
-    const othersSummary = summarize(others)
-    console.log(
-      `freeze 1 of 3 under traffic (16 workers, 3.5 s): other sessions ${JSON.stringify(othersSummary)}; the frozen server's sessions ` +
-        `${JSON.stringify(summarize(victims))}, codes ${JSON.stringify(byCode(victims))}: ${waited.length} waited for the ${TIMEOUT_MS} ms timeout, ` +
-        `${fast.length} were refused at once (p99 ${
-          Math.round(
-            percentile(
-              fast.map((request) => request.ms),
-              0.99,
-            ) * 10,
-          ) / 10
-        } ms)`,
-    )
-    assert.equal(othersSummary.errors, 0)
-    assert.ok(othersSummary.p99 < TIMEOUT_MS / 2, `other sessions' p99 latency ${othersSummary.p99} ms`)
-    assert.ok(victims.every((request) => request.code !== undefined))
-    // Only the requests in flight when it froze and one probe per back-off period pay the timeout.
-    assert.ok(fast.length > 4 * waited.length, `${fast.length} refused at once vs ${waited.length} timed out`)
-    assert.ok(waited.length <= 16 + 10, `${waited.length} requests paid the timeout`)
+    await bringingBack(victim, async () => {
+      const { others, victims } = await trafficThroughFault(
+        cluster,
+        () => victim.freeze(),
+        3500,
+        () => victim.thaw(),
+      )
+      const waited = victims.filter((request) => request.code === 'ETIMEDOUT')
+      const fast = victims.filter((request) => request.code === 'ESERVERDOWN')
+      const othersSummary = summarize(others)
+      console.log(
+        `freeze 1 of 3 under traffic (16 workers, 3.5 s): other sessions ${JSON.stringify(othersSummary)}; the frozen server's sessions ` +
+          `${JSON.stringify(summarize(victims))}, codes ${JSON.stringify(byCode(victims))}: ${waited.length} waited for the ${TIMEOUT_MS} ms timeout, ` +
+          `${fast.length} were refused at once (p99 ${
+            Math.round(
+              percentile(
+                fast.map((request) => request.ms),
+                0.99,
+              ) * 10,
+            ) / 10
+          } ms)`,
+      )
+      assert.equal(othersSummary.errors, 0)
+      assert.ok(othersSummary.p99 < TIMEOUT_MS / 2, `other sessions' p99 latency ${othersSummary.p99} ms`)
+      assert.ok(victims.every((request) => request.code !== undefined))
+      // Only the requests in flight when it froze and one probe per back-off period pay the timeout.
+      assert.ok(fast.length > 4 * waited.length, `${fast.length} refused at once vs ${waited.length} timed out`)
+      assert.ok(waited.length <= 16 + 10, `${waited.length} requests paid the timeout`)
 
-    const backAfter = await waitUntil('the thawed server answers again', 5000, async () => {
-      const sid = [...onVictim][Math.floor(Math.random() * onVictim.size)]
-      try {
-        return (await store.get(sid)) !== null
-      } catch {
-        return false
-      }
+      const backAfter = await waitUntil('the thawed server answers again', 5000, async () => {
+        const sid = [...onVictim][Math.floor(Math.random() * onVictim.size)]
+        try {
+          return (await store.get(sid)) !== null
+        } catch {
+          return false
+        }
+      })
+      console.log(`thaw: its sessions were readable again after ${backAfter} ms`)
     })
-    console.log(`thaw: its sessions were readable again after ${backAfter} ms`)
   })
 })
 

@@ -9,7 +9,7 @@ import { checkSecret, deriveSessionKey, type SecretOption, SessionCipher } from 
 import type { MemcacheStoreOptions } from '../lib/index.ts'
 import { createStore } from './harness/protocol.ts'
 import { RawClient } from './harness/raw.ts'
-import { loadSession, newSession, plainSession, randomId, uniquePrefix, useMemcached } from './harness/stores.ts'
+import { loadSession, newSession, plainSession, randomId, readSession, uniquePrefix, useMemcached } from './harness/stores.ts'
 
 const file = useMemcached()
 const { stores } = file
@@ -62,10 +62,10 @@ describe('encryption at rest', () => {
     for (const needle of ['ada.lovelace@example.com', 'analytical-engine-9000', 'première', 'email', 'cookie', 'originalMaxAge', sid]) {
       assert.equal(bytes.includes(Buffer.from(needle)), false, `${needle} must not appear in the stored bytes`)
     }
-    const sess = (await store.get(sid)) as unknown as Fields
-    assert.equal(sess.email, fields.email)
-    assert.deepEqual(sess.cart, fields.cart)
-    assert.equal(sess.note, fields.note)
+    const sess = await readSession(store, sid)
+    assert.equal(sess?.email, fields.email)
+    assert.deepEqual(sess?.cart, fields.cart)
+    assert.equal(sess?.note, fields.note)
   })
 
   it('uses a fresh IV per write: the same session stored twice gives different bytes', async () => {
@@ -102,7 +102,7 @@ describe('encryption at rest', () => {
       assert.ok(log.lines[0].includes(sid.slice(0, 6)), 'its first characters are')
       const other = randomId()
       await store.set(other, plainSession({ still: 'works' }))
-      assert.equal(((await store.get(other)) as unknown as Fields).still, 'works')
+      assert.equal((await readSession(store, other))?.still, 'works')
     })
   }
 
@@ -146,11 +146,11 @@ describe('encryption at rest', () => {
     const onlyNew = stores.create({ prefix, secret: second })
     const sid = randomId()
     await old.set(sid, plainSession({ user: 'ada' }))
-    assert.equal(((await rotated.get(sid)) as unknown as Fields).user, 'ada')
+    assert.equal((await readSession(rotated, sid))?.user, 'ada')
     assert.equal(await onlyNew.get(sid), null, 'not yet rewritten with the new secret')
 
     await rotated.set(sid, plainSession({ user: 'ada', rewritten: true }))
-    assert.equal(((await onlyNew.get(sid)) as unknown as Fields).rewritten, true)
+    assert.equal((await readSession(onlyNew, sid))?.rewritten, true)
     assert.equal(await old.get(sid), null, 'the retired secret no longer reads it')
   })
 
@@ -165,10 +165,10 @@ describe('encryption at rest', () => {
     second.theme = 'dark'
     await store.set(sid, first as never)
     await store.set(sid, second as never)
-    const merged = (await store.get(sid)) as unknown as Fields
-    assert.deepEqual(merged.cart, ['book'])
-    assert.equal(merged.theme, 'dark')
-    assert.equal(merged.user, 'ada')
+    const merged = await readSession(store, sid)
+    assert.deepEqual(merged?.cart, ['book'])
+    assert.equal(merged?.theme, 'dark')
+    assert.equal(merged?.user, 'ada')
     assert.equal((await rawValue(store.prefix + sid)).includes(Buffer.from('book')), false)
   })
 
@@ -180,7 +180,7 @@ describe('encryption at rest', () => {
     assert.ok(loaded)
     loaded.step = 'second-step-marker'
     await store.set(sid, loaded as never)
-    assert.equal(((await store.get(sid)) as unknown as Fields).step, 'second-step-marker')
+    assert.equal((await readSession(store, sid))?.step, 'second-step-marker')
     assert.equal((await rawValue(store.prefix + sid)).includes(Buffer.from('second-step-marker')), false)
   })
 
@@ -189,7 +189,7 @@ describe('encryption at rest', () => {
     const sid = randomId()
     await store.set(sid, plainSession({ user: 'ada' }))
     const all = await store.all()
-    assert.equal((all[sid] as unknown as Fields).user, 'ada')
+    assert.equal(all[sid].user, 'ada')
   })
 
   it('counts the encryption overhead against the item size limit', async () => {
@@ -213,11 +213,11 @@ describe('encryption at rest', () => {
     const app = express()
     app.use(session({ store, secret: 'cookie secret', resave: false, saveUninitialized: false, cookie: { maxAge: 60_000 } }))
     app.post('/login', (req, res) => {
-      ;(req.session as unknown as Fields).userId = 'user-e2e-marker'
+      req.session.userId = 'user-e2e-marker'
       res.send('ok')
     })
     app.get('/me', (req, res) => {
-      res.send(String((req.session as unknown as Fields).userId ?? 'nobody'))
+      res.send(String(req.session.userId ?? 'nobody'))
     })
     const phone = request.agent(app)
     const laptop = request.agent(app)
@@ -226,7 +226,7 @@ describe('encryption at rest', () => {
     await phone.get('/me').expect(200, 'user-e2e-marker')
 
     const sessions = await store.all()
-    const theirs = Object.keys(sessions).filter((sid) => (sessions[sid] as unknown as Fields).userId === 'user-e2e-marker')
+    const theirs = Object.keys(sessions).filter((sid) => sessions[sid].userId === 'user-e2e-marker')
     assert.equal(theirs.length, 2)
     for (const sid of theirs) assert.equal((await rawValue(store.prefix + sid)).includes(Buffer.from('user-e2e-marker')), false)
     await Promise.all(theirs.map((sid) => store.destroy(sid)))
@@ -306,7 +306,7 @@ describe('secret strength', () => {
       const store = stores.create({ secret })
       const sid = randomId()
       await store.set(sid, plainSession({ length: secret.length }))
-      assert.equal(((await store.get(sid)) as unknown as Fields).length, secret.length)
+      assert.equal((await readSession(store, sid))?.length, secret.length)
     }
   })
 
@@ -316,7 +316,7 @@ describe('secret strength', () => {
       const sid = randomId()
       await store.set(sid, plainSession({ kind: secret.constructor.name }))
       assert.equal((await rawValue(store.prefix + sid))[0], 0x02)
-      assert.equal(((await store.get(sid)) as unknown as Fields).kind, secret.constructor.name)
+      assert.equal((await readSession(store, sid))?.kind, secret.constructor.name)
     }
   })
 
@@ -328,8 +328,8 @@ describe('secret strength', () => {
     await store.set(sid, plainSession({ user: 'ada' }))
     const original = Buffer.from(key)
     key.fill(0)
-    assert.equal(((await store.get(sid)) as unknown as Fields).user, 'ada')
-    assert.equal(((await stores.create({ prefix, secret: secretOption(original) }).get(sid)) as unknown as Fields).user, 'ada')
+    assert.equal((await readSession(store, sid))?.user, 'ada')
+    assert.equal((await readSession(stores.create({ prefix, secret: secretOption(original) }), sid))?.user, 'ada')
   })
 
   it('a checked keyring shows no secret when printed or serialized', () => {
@@ -357,11 +357,11 @@ describe('secret strength', () => {
       const onlyNew = stores.create({ prefix, secret: secretOption(newSecret) })
       const sid = randomId()
       await old.set(sid, plainSession({ user: 'ada' }))
-      assert.equal(((await rotated.get(sid)) as unknown as Fields).user, 'ada')
+      assert.equal((await readSession(rotated, sid))?.user, 'ada')
       assert.equal(await onlyNew.get(sid), null, 'not yet rewritten with the new secret')
 
       await rotated.set(sid, plainSession({ user: 'ada', rewritten: true }))
-      assert.equal(((await onlyNew.get(sid)) as unknown as Fields).rewritten, true)
+      assert.equal((await readSession(onlyNew, sid))?.rewritten, true)
       assert.equal(await old.get(sid), null, 'the retired secret no longer reads it')
     }
   })
@@ -388,13 +388,13 @@ describe('values written by the previous version (format 0x01)', () => {
     const sid = randomId()
     await writeV1(secret, store.prefix + sid, { user: 'ada', from: 'v1' })
     assert.equal((await rawValue(store.prefix + sid))[0], 0x01)
-    const sess = (await store.get(sid)) as unknown as Fields
-    assert.equal(sess.user, 'ada')
-    assert.equal(sess.from, 'v1')
+    const sess = await readSession(store, sid)
+    assert.equal(sess?.user, 'ada')
+    assert.equal(sess?.from, 'v1')
 
     await store.set(sid, plainSession({ user: 'ada', from: 'v2' }))
     assert.equal((await rawValue(store.prefix + sid))[0], 0x02, 'the next save writes the new format')
-    assert.equal(((await store.get(sid)) as unknown as Fields).from, 'v2')
+    assert.equal((await readSession(store, sid))?.from, 'v2')
   })
 
   it('reads a v1 value written with a secret that is now second in a rotation behind a Buffer', async () => {
@@ -402,7 +402,7 @@ describe('values written by the previous version (format 0x01)', () => {
     const store = stores.create({ secret: secretOption([randomBytes(32), generated(), secret]) })
     const sid = randomId()
     await writeV1(secret, store.prefix + sid, { user: 'grace' })
-    assert.equal(((await store.get(sid)) as unknown as Fields).user, 'grace')
+    assert.equal((await readSession(store, sid))?.user, 'grace')
   })
 
   it('a v1 value copied under another key does not decrypt (the key is still authenticated)', async () => {
@@ -412,7 +412,7 @@ describe('values written by the previous version (format 0x01)', () => {
     await writeV1(secret, store.prefix + victim, { user: 'admin' })
     await raw().set(store.prefix + attacker, await rawValue(store.prefix + victim), { expires: 0 })
     assert.equal(await store.get(attacker), null)
-    assert.equal(((await store.get(victim)) as unknown as Fields).user, 'admin')
+    assert.equal((await readSession(store, victim))?.user, 'admin')
   })
 
   it('a v1 value written with a short secret (now refused) yields no session, logged as such: the user logs in again', async () => {
@@ -429,22 +429,29 @@ describe('values written by the previous version (format 0x01)', () => {
 
   it('derives the v1 key only when a v1 value is first met, once: construction stays fast', () => {
     const secrets = [generated(), generated(), generated(), generated()]
-    let t0 = performance.now()
-    scryptSync(secrets[0], 'any salt', 32, { N: 2 ** 14, r: 8, p: 1 })
-    const oneScrypt = performance.now() - t0
-
-    t0 = performance.now()
-    const store = createStore({ servers: file.server.address, logger: false, secret: secrets })
-    const cipher = new SessionCipher(secrets, 'lazy:')
-    const construction = performance.now() - t0
-    void store.close()
+    // Each time is the fastest of three runs: a pause of a loaded machine (or a GC) lands in one run,
+    // not in all three, so it cannot make construction look slow or scrypt look fast.
+    const fastest = (run: () => void) =>
+      Math.min(
+        ...[1, 2, 3].map(() => {
+          const t0 = performance.now()
+          run()
+          return performance.now() - t0
+        }),
+      )
+    const oneScrypt = fastest(() => scryptSync(secrets[0], 'any salt', 32, { N: 2 ** 14, r: 8, p: 1 }))
+    let cipher = new SessionCipher(secrets, 'lazy:')
+    const construction = fastest(() => {
+      void createStore({ servers: file.server.address, logger: false, secret: secrets }).close()
+      cipher = new SessionCipher(secrets, 'lazy:')
+    })
     // The previous version ran scrypt for every secret here: 4 of them in each of the two.
     assert.ok(construction < oneScrypt, `constructing took ${construction.toFixed(2)} ms, one scrypt ${oneScrypt.toFixed(2)} ms`)
 
     const plain = Buffer.from('{"user":"ada"}')
     const key = 'lazy:someone'
     const v1 = sealV1(secrets[0], plain, key)
-    t0 = performance.now()
+    let t0 = performance.now()
     assert.deepEqual(cipher.open(v1, key), { ok: true, plain })
     const first = performance.now() - t0
     t0 = performance.now()
@@ -463,7 +470,7 @@ describe('keys depend on the key prefix', () => {
     await a.set(sid, plainSession({ user: 'ada' }))
     await raw().set(b.prefix + sid, await rawValue(a.prefix + sid), { expires: 0 })
     assert.equal(await b.get(sid), null)
-    assert.equal(((await a.get(sid)) as unknown as Fields).user, 'ada')
+    assert.equal((await readSession(a, sid))?.user, 'ada')
   })
 
   it('derives different keys for different prefixes from one secret, so a value under the same memcached key does not open', async () => {
@@ -492,7 +499,7 @@ describe('keys depend on the key prefix', () => {
     const long = stores.create({ prefix: `${base}x`, secret })
     const rest = randomId()
     await short.set(`x${rest}`, plainSession({ user: 'ada' }))
-    assert.equal(((await short.get(`x${rest}`)) as unknown as Fields).user, 'ada')
+    assert.equal((await readSession(short, `x${rest}`))?.user, 'ada')
     assert.equal(await long.get(rest), null, 'the same bytes under the same key, but another prefix: another key')
   })
 })

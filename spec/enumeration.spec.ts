@@ -63,7 +63,7 @@ describe('all, ids, length, clear', () => {
     assert.equal(await store.length(), 25)
     const all = await store.all()
     assert.deepEqual(Object.keys(all).sort(), [...ids].sort())
-    for (const [i, sid] of ids.entries()) assert.equal((all[sid] as unknown as { n: number }).n, i)
+    for (const [i, sid] of ids.entries()) assert.equal(all[sid].n, i)
     assert.equal(await neighbour.length(), 5)
 
     await store.clear()
@@ -78,7 +78,7 @@ describe('all, ids, length, clear', () => {
     const store = stores.create()
     const [sid] = await saveSessions(store, 1, () => ({ user: 'ada' }))
     const all = await callback<Record<string, SessionData>>((cb) => store.all(cb))
-    assert.equal((all[sid] as unknown as { user: string }).user, 'ada')
+    assert.equal(all[sid].user, 'ada')
     assert.deepEqual(await callback<string[]>((cb) => store.ids(cb)), [sid])
     assert.equal(await callback<number>((cb) => store.length(cb)), 1)
     await callback<void>((cb) => store.clear(cb))

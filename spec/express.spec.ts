@@ -3,8 +3,8 @@ import { describe, it } from 'node:test'
 import request from 'supertest'
 import type { MemcacheStore } from '../lib/index.ts'
 import { testApp } from './harness/app.ts'
-import { sleep } from './harness/memcached.ts'
 import { useMemcached } from './harness/stores.ts'
+import { eventually } from './harness/timing.ts'
 
 const file = useMemcached()
 const { stores } = file
@@ -12,14 +12,6 @@ const { stores } = file
 function cookieOf(res: request.Response): string | undefined {
   const header = res.headers['set-cookie'] as unknown as string[] | undefined
   return header?.find((c) => c.startsWith('connect.sid='))?.split(';')[0]
-}
-
-async function waitFor(condition: () => boolean, ms = 2000): Promise<void> {
-  const deadline = Date.now() + ms
-  while (!condition()) {
-    if (Date.now() > deadline) throw new Error('condition not met in time')
-    await sleep(10)
-  }
 }
 
 async function stored(store: MemcacheStore, sid: string) {
@@ -64,18 +56,40 @@ describe('express + express-session end to end', () => {
     assert.equal(read.body.user, null)
   })
 
-  it('rolling: every response resets the cookie and touches the stored expiry', async () => {
+  it("rolling: a read-only request late in the session's life moves its stored expiry back to the full lifetime", async () => {
     const store = stores.create()
     const agent = request.agent(testApp(store, { rolling: true, cookie: { maxAge: 20_000 } }))
     const first = await agent.get('/count').expect(200)
-    const before = await stored(store, first.body.id)
-    await sleep(1100)
+    const key = store.prefix + first.body.id
+    const before = await file.server.inspect(key)
+    assert.ok(before && before.ttl >= 20, `stored for the cookie's 20 s plus one (ttl ${before?.ttl})`)
+    // Late in its life as memcached counts it: 3 s left, as 18 s after the last request. (Shortened
+    // on the server rather than waited for: the stored cookie stays fresh, so no rewrite is due.)
+    assert.match(await file.server.command(`touch ${key} 3`), /^TOUCHED/)
+    assert.ok(((await file.server.inspect(key))?.ttl ?? 99) <= 3)
     const read = await agent.get('/read').expect(200)
     assert.ok(cookieOf(read), 'rolling sends the cookie again on a read-only request')
-    const after = await stored(store, first.body.id)
-    assert.ok(before && after)
-    assert.deepEqual(after.value, before.value, 'touch did not rewrite the value')
-    assert.ok(after.ttl >= 20, `expiry was moved forward (ttl ${after.ttl})`)
+    const after = await file.server.inspect(key)
+    assert.ok(after, 'the session is still stored')
+    assert.deepEqual(after.value, before.value, 'the read-only request did not rewrite the value')
+    assert.ok(after.ttl >= 19, `the read-only request moved the expiry to the full 20 s again (ttl ${after.ttl}, was 3)`)
+
+    // The same in a process that has written nothing yet (its reads cannot extend by themselves: the
+    // touch that follows must).
+    const fresh = stores.create({ prefix: store.prefix })
+    const cookie = cookieOf(first)
+    assert.ok(cookie)
+    assert.match(await file.server.command(`touch ${key} 3`), /^TOUCHED/)
+    const again = await request(testApp(fresh, { rolling: true, cookie: { maxAge: 20_000 } }))
+      .get('/read')
+      .set('Cookie', cookie)
+      .expect(200)
+    assert.equal(again.body.id, first.body.id, 'the other process read the same session')
+    const last = await file.server.inspect(key)
+    assert.ok(
+      last && last.ttl >= 19,
+      `a fresh process's read-only request moved the expiry to the full 20 s again (ttl ${last?.ttl}, was 3)`,
+    )
   })
 
   it('resave: true rewrites an unmodified session; resave: false only touches it', async () => {
@@ -120,7 +134,7 @@ describe('express + express-session end to end', () => {
     assert.equal((await alice.get('/read').expect(200)).body.secret, 'alice-secret')
 
     await mallory.post('/set').send({ secret: 'mallory' })
-    await waitFor(() => app.errors.length > 0)
+    await eventually('the colliding save failed', () => app.errors.length > 0)
     assert.equal(app.errors[0].code, 'ECOLLISION', 'the colliding save failed with a collision error')
     const malloryView = await mallory.get('/read')
     assert.notEqual(malloryView.body.secret, 'alice-secret')
@@ -134,13 +148,27 @@ describe('express + express-session end to end', () => {
 
   it('a logout during a slow request stays final: the slow save does not re-create the session', async () => {
     const store = stores.create()
-    const agent = request.agent(testApp(store))
+    const app = testApp(store)
+    const agent = request.agent(app)
     const login = await agent.post('/login').send({ user: 'ada' }).expect(200)
-    const slow = agent.post('/set-slowly').send({ fields: { cart: ['book'] }, delayMs: 300 })
-    await sleep(100)
+    // `.then` sends the request now (supertest sends nothing until then/end); it is held in its
+    // route with the logged-in session loaded until released.
+    const slow = agent
+      .post('/set-when-released')
+      .send({ cart: ['book'] })
+      .then((res) => res)
+    await eventually('the slow request has loaded the session', () => app.held.length === 1)
+    assert.equal(app.held[0].sessionID, login.body.id, 'the slow request runs on the logged-in session')
     await agent.post('/logout').expect(200)
-    await slow
-    assert.equal(await stored(store, login.body.id), undefined)
-    assert.equal((await agent.get('/read').expect(200)).body.user, null)
+    assert.equal(await stored(store, login.body.id), undefined, 'logged out')
+    app.held[0].release()
+    const res = await slow
+    assert.equal(res.status, 200)
+    assert.equal(res.body.id, login.body.id)
+    assert.deepEqual(app.errors, [])
+    assert.equal(await stored(store, login.body.id), undefined, 'the slow save re-created the session')
+    const read = await agent.get('/read').expect(200)
+    assert.equal(read.body.user, null)
+    assert.notEqual(read.body.id, login.body.id)
   })
 })

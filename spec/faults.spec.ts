@@ -13,11 +13,10 @@ import { testApp } from './harness/app.ts'
 import { brokenListener, loadLoop, watchProcess } from './harness/faults.ts'
 import { freePort, MemcachedServer, sleep } from './harness/memcached.ts'
 import { createStore } from './harness/protocol.ts'
-import { assertIdle, newSession, plainSession, randomId } from './harness/stores.ts'
+import { assertIdle, newSession, plainSession, randomId, readSession } from './harness/stores.ts'
+import { SETTLE_SLACK_MS, SettleBudget } from './harness/timing.ts'
 
 const TIMEOUT = 300
-// A settle may overrun the timeout by the event loop's own delays on a loaded 2-core machine.
-const SLACK = 150
 const watcher = watchProcess()
 const figures: string[] = []
 
@@ -28,6 +27,11 @@ after(() => {
 
 function worst(results: Array<{ ms: number }>): number {
   return Math.max(0, ...results.map((r) => r.ms))
+}
+
+function median(values: number[]): number {
+  const sorted = [...values].sort((a, b) => a - b)
+  return sorted[Math.floor(sorted.length / 2)]
 }
 
 function assertGoodErrors(results: Array<{ ok: boolean; error?: unknown }>, address: string, sids: string[] = []): void {
@@ -60,13 +64,15 @@ describe('bounded time', () => {
     const address = `127.0.0.1:${await freePort()}`
     const store = createStore({ servers: address, timeout: TIMEOUT, logger: false })
     const sids = Array.from({ length: 20 }, randomId)
+    // A settle may overrun the timeout by the event loop's delays: the bound allows for those measured.
+    const budget = new SettleBudget(TIMEOUT)
     const load = loadLoop(20, (i) => store.get(sids[i % sids.length]))
     await sleep(1000)
     const results = await load.stop()
     assert.ok(results.every((r) => !r.ok))
     assertGoodErrors(results, address, sids)
     figures.push(`refused: ${results.length} operations in 1 s, worst settle ${worst(results).toFixed(0)} ms`)
-    assert.ok(worst(results) < TIMEOUT + SLACK)
+    assert.ok(worst(results) < budget.limitMs, budget.describe(worst(results)))
     await store.close()
   })
 
@@ -76,6 +82,7 @@ describe('bounded time', () => {
     try {
       const sids = Array.from({ length: 50 }, randomId)
       await Promise.all(sids.map((sid) => store.set(sid, plainSession({ sid }))))
+      const budget = new SettleBudget(TIMEOUT)
       const load = loadLoop(50, (i) => (i % 2 ? store.get(sids[i % 50]) : store.touch(sids[i % 50], plainSession())))
       await sleep(300)
       server.freeze()
@@ -96,7 +103,16 @@ describe('bounded time', () => {
       figures.push(
         `frozen 1.5 s under 50-way load: ${results.length} operations, ${frozen.length} failed, worst settle ${worst(results).toFixed(0)} ms, recovery ${recovery.toFixed(0)} ms after SIGCONT`,
       )
-      assert.ok(worst(results) < TIMEOUT + SLACK, `worst ${worst(results)} ms`)
+      assert.ok(worst(results) < budget.limitMs, budget.describe(worst(results)))
+      // The worst settle allows for the event loop's stalls; a typical timed-out operation, which no
+      // stall of a loaded machine moves, must settle at the timeout itself, not some multiple of it.
+      const timedOut = results.filter((r) => (r.error as MemcacheStoreError | undefined)?.code === 'ETIMEDOUT').map((r) => r.ms)
+      assert.ok(timedOut.length > 0, 'operations in flight when it froze waited for the timeout')
+      const typical = median(timedOut)
+      assert.ok(
+        typical >= TIMEOUT - 5 && typical < TIMEOUT + SETTLE_SLACK_MS,
+        `a timed-out operation settles after ${typical.toFixed(0)} ms (median of ${timedOut.length})`,
+      )
       assert.ok(recovery < 2000)
       assertIdle(store)
     } finally {
@@ -108,6 +124,7 @@ describe('bounded time', () => {
   it('a peer that accepts and closes every connection: operations settle at once, never hang', async () => {
     const listener = await brokenListener('close')
     const store = createStore({ servers: listener.address, timeout: TIMEOUT, logger: false })
+    const budget = new SettleBudget(TIMEOUT)
     const load = loadLoop(10, (i) => (i % 2 ? store.get(`s${i}`) : store.set(`s${i}`, plainSession())))
     await sleep(800)
     const results = await load.stop()
@@ -118,7 +135,7 @@ describe('bounded time', () => {
       `closing peer: ${results.length} operations, ${closed} reported the closed connection, worst settle ${worst(results).toFixed(0)} ms`,
     )
     assert.ok(closed > 0)
-    assert.ok(worst(results) < TIMEOUT + SLACK)
+    assert.ok(worst(results) < budget.limitMs, budget.describe(worst(results)))
     await store.close()
     await listener.close()
   })
@@ -126,13 +143,14 @@ describe('bounded time', () => {
   it('a peer that answers garbage: operations settle within the timeout with an Error', async () => {
     const listener = await brokenListener('garbage', 42)
     const store = createStore({ servers: listener.address, timeout: TIMEOUT, logger: false })
+    const budget = new SettleBudget(TIMEOUT)
     const load = loadLoop(10, (i) => store.get(`s${i}`))
     await sleep(1000)
     const results = await load.stop()
     assert.ok(results.every((r) => !r.ok))
     assertGoodErrors(results, listener.address)
     figures.push(`garbage answers: ${results.length} operations, worst settle ${worst(results).toFixed(0)} ms`)
-    assert.ok(worst(results) < TIMEOUT + SLACK)
+    assert.ok(worst(results) < budget.limitMs, budget.describe(worst(results)))
     await store.close()
     await listener.close()
   })
@@ -141,6 +159,7 @@ describe('bounded time', () => {
     const server = await MemcachedServer.start()
     const store = createStore({ servers: server.address, timeout: TIMEOUT, logger: false })
     try {
+      const budget = new SettleBudget(TIMEOUT)
       const load = loadLoop(50, (i) => store.set(`k${i % 500}`, plainSession({ i })))
       await sleep(300)
       await server.kill()
@@ -154,11 +173,11 @@ describe('bounded time', () => {
         results.some((r) => !r.ok),
         'the kill was felt',
       )
-      assert.equal(((await store.get('after')) as unknown as { back: boolean }).back, true)
+      assert.equal((await readSession(store, 'after'))?.back, true)
       figures.push(
         `SIGKILL + restart under 50-way load: ${results.length} operations, ${results.filter((r) => !r.ok).length} failed, worst settle ${worst(results).toFixed(0)} ms, recovery ${recovery.toFixed(0)} ms after the restart`,
       )
-      assert.ok(worst(results) < TIMEOUT + SLACK)
+      assert.ok(worst(results) < budget.limitMs, budget.describe(worst(results)))
     } finally {
       await store.close()
       await server.stop()
@@ -177,6 +196,8 @@ describe('HTTP through express-session', () => {
         const agent = request.agent(app)
         await agent.get('/count').expect(200)
         server.freeze()
+        // A request may wait for the load and then for the save or touch: two timeouts.
+        const budget = new SettleBudget(2 * TIMEOUT)
         const load = loadLoop(10, () => agent.get('/count'))
         await sleep(1200)
         const results = await load.stop()
@@ -190,7 +211,7 @@ describe('HTTP through express-session', () => {
         figures.push(
           `HTTP, frozen memcached, failOpen ${failOpen}: ${results.length} requests answered, worst ${worstMs.toFixed(0)} ms, ${lines.length} log line(s)`,
         )
-        assert.ok(worstMs < 2 * TIMEOUT + SLACK, `worst ${worstMs} ms`)
+        assert.ok(worstMs < budget.limitMs, budget.describe(worstMs))
         if (failOpen) {
           assert.equal(lines.length, 1, `one log line per burst, got ${lines.length}`)
           const fresh = await request(app).get('/count')

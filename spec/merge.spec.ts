@@ -4,14 +4,17 @@ import { once } from 'node:events'
 import { dirname, join } from 'node:path'
 import { describe, it } from 'node:test'
 import { fileURLToPath } from 'node:url'
+import { isDeepStrictEqual } from 'node:util'
 import type { SessionData } from 'express-session'
 import request from 'supertest'
 import type { MemcacheStore, MemcacheStoreError } from '../lib/index.ts'
 import { mergeSessions } from '../lib/merge.ts'
 import { testApp } from './harness/app.ts'
+import { sleep } from './harness/memcached.ts'
 import { createStore } from './harness/protocol.ts'
 import { RawClient, setSync } from './harness/raw.ts'
 import { loadSession, plainSession, randomId, uniquePrefix, useMemcached } from './harness/stores.ts'
+import { eventually } from './harness/timing.ts'
 
 const file = useMemcached()
 const { stores } = file
@@ -40,29 +43,50 @@ describe('three-way merge of top-level fields', () => {
 })
 
 /**
- * One session, two requests that load it at the same time: the slow one saves 250 ms later than
- * the fast one. Resolves to what memcached holds afterwards.
+ * One session, two requests that have both loaded it before either saves: the `earlier` one saves
+ * first, then the `later` one (each is held in its route until released, so the order does not
+ * depend on timing). Resolves to what memcached holds afterwards.
  */
 async function overlappingSaves(
   store: MemcacheStore,
   initial: Record<string, unknown>,
-  slow: Record<string, unknown>,
-  fast: Record<string, unknown>,
+  later: Record<string, unknown>,
+  earlier: Record<string, unknown>,
 ): Promise<Record<string, unknown>> {
-  const agent = request.agent(testApp(store))
+  const app = testApp(store)
+  const agent = request.agent(app)
   const { body } = await agent.post('/set').send(initial).expect(200)
-  await Promise.all([
-    agent.post('/set-slowly').send({ fields: slow, delayMs: 250 }).expect(200),
-    agent.post('/set-slowly').send({ fields: fast, delayMs: 20 }).expect(200),
-  ])
-  return JSON.parse((await file.server.inspect(store.prefix + body.id))?.value.toString() ?? '{}')
+  // `.then` sends a supertest request; without it nothing would be sent before it is awaited.
+  const responses = [later, earlier].map((fields) =>
+    agent
+      .post('/set-when-released')
+      .send(fields)
+      .then((res) => res),
+  )
+  await eventually('both requests have loaded the session', () => app.held.length === 2)
+  const heldWith = (fields: Record<string, unknown>) => app.held.find((held) => isDeepStrictEqual(held.fields, fields))
+  assert.ok(heldWith(earlier) && heldWith(later))
+  heldWith(earlier)?.release()
+  assert.equal((await responses[1]).status, 200)
+  heldWith(later)?.release()
+  assert.equal((await responses[0]).status, 200)
+  return storedFields(store, body.id)
+}
+
+/** The fields memcached holds for a session of `store` (read raw: nothing extends or deletes it). */
+async function storedFields(store: MemcacheStore, sid: string): Promise<Record<string, unknown>> {
+  return JSON.parse((await file.server.inspect(store.prefix + sid))?.value.toString() ?? '{}')
+}
+
+function pick(fields: Record<string, unknown>, ...names: string[]): Record<string, unknown> {
+  return Object.fromEntries(names.map((name) => [name, fields[name]]))
 }
 
 describe('concurrent requests in one process', () => {
   it('two overlapping requests changing different fields: both changes survive', async () => {
-    const stored = await overlappingSaves(stores.create(), { start: true }, { a: 'from slow' }, { b: 'from fast' })
-    assert.equal(stored.a, 'from slow')
-    assert.equal(stored.b, 'from fast')
+    const stored = await overlappingSaves(stores.create(), { start: true }, { a: 'from the later' }, { b: 'from the earlier' })
+    assert.equal(stored.a, 'from the later')
+    assert.equal(stored.b, 'from the earlier')
   })
 
   it('the same field changed by both: the later save wins', async () => {
@@ -71,9 +95,14 @@ describe('concurrent requests in one process', () => {
   })
 
   it("with merge: false, the later save erases the other's change (MemoryStore's semantics)", async () => {
-    const stored = await overlappingSaves(stores.create({ merge: false }), { start: true }, { a: 'from slow' }, { b: 'from fast' })
-    assert.equal(stored.a, 'from slow')
-    assert.equal(stored.b, undefined, "the fast request's change was lost")
+    const stored = await overlappingSaves(
+      stores.create({ merge: false }),
+      { start: true },
+      { a: 'from the later' },
+      { b: 'from the earlier' },
+    )
+    assert.equal(stored.a, 'from the later')
+    assert.equal(stored.b, undefined, "the earlier request's change was lost")
   })
 
   it('adds nothing to the session data the app sees or that is stored', async () => {
@@ -82,9 +111,54 @@ describe('concurrent requests in one process', () => {
     await store.set(sid, plainSession({ v: 1 }))
     const loaded = await loadSession(store, sid)
     assert.deepEqual(Object.keys(loaded ?? {}).sort(), ['cookie', 'v'])
-    await store.set(sid, loaded as unknown as SessionData)
+    assert.ok(loaded)
+    await store.set(sid, loaded)
     const stored = JSON.parse((await file.server.inspect(store.prefix + sid))?.value.toString() ?? '{}')
     assert.deepEqual(Object.keys(stored).sort(), ['cookie', 'v'])
+  })
+
+  it("a request that saves again after a merged save keeps the other request's change", async () => {
+    const store = stores.create()
+    const sid = randomId()
+    await store.set(sid, plainSession({ start: true }))
+    const a = await loadSession(store, sid)
+    const b = await loadSession(store, sid)
+    assert.ok(a && b)
+    b.b = 'from B'
+    await store.set(sid, b)
+    a.a = 'from A'
+    await store.set(sid, a) // lost the race to B: merged with B's change
+    assert.deepEqual(pick(await storedFields(store, sid), 'a', 'b'), { a: 'from A', b: 'from B' }, 'the first save merged')
+    // A's session object still lacks B's field: its next save must merge again, not overwrite.
+    a.a2 = 'A again'
+    await store.set(sid, a)
+    assert.deepEqual(pick(await storedFields(store, sid), 'a', 'a2', 'b'), { a: 'from A', a2: 'A again', b: 'from B' })
+  })
+
+  it('a save that lost its race to a writer whose session has since expired does not revive it', async () => {
+    const store = stores.create()
+    const other = stores.create({ prefix: store.prefix }) // another process, the same sessions
+    const sid = randomId()
+    const key = store.prefix + sid
+    await store.set(sid, plainSession({ start: true }, 60_000))
+    const mine = await loadSession(store, sid)
+    const theirs = await loadSession(other, sid)
+    assert.ok(mine && theirs)
+    // The other writer stores the session with a cookie that expires in 1.5 s: a lifetime of 2 s,
+    // which memcached gets as 3 s, so memcached still holds it for a while after the cookie expired.
+    theirs.cookie.maxAge = 1500
+    theirs.other = true
+    await other.set(sid, theirs)
+    const expiresAt = (theirs.cookie.expires as Date).getTime()
+    await sleep(expiresAt + 50 - Date.now())
+    const held = await file.server.inspect(key)
+    assert.ok(held && Date.now() > expiresAt, 'memcached still holds the session whose cookie expired: this save has to merge with it')
+    mine.mine = 'late change'
+    await store.set(sid, mine)
+    assert.ok(!(await file.server.inspect(key))?.value.toString().includes('late change'), 'nothing of the late save was written')
+    assert.equal(await store.get(sid), null, 'the expired session stays expired')
+    assert.equal(await other.get(sid), null)
+    await eventually('memcached drops the expired session', async () => (await file.server.inspect(key)) === undefined)
   })
 
   it("gives up with an error after a bounded number of lost races, leaving the other writer's value", async () => {
@@ -100,9 +174,12 @@ describe('concurrent requests in one process', () => {
         return JSON.stringify(sess)
       },
     }
-    const store = createStore({ servers: file.server.address, prefix, serializer, logger: false })
+    // Each overtaking write blocks the event loop while a child process runs it (about 100 ms, far
+    // more on a loaded machine): the operation gets time for all of them, as time is not the subject.
+    const store = createStore({ servers: file.server.address, prefix, serializer, logger: false, timeout: 30_000 })
     await client.set(prefix + sid, JSON.stringify(plainSession({ v: 0 })), { expires: 60 })
-    const loaded = (await loadSession(store, sid)) as unknown as SessionData & { v: number }
+    const loaded = await loadSession(store, sid)
+    assert.ok(loaded)
     await client.set(prefix + sid, JSON.stringify(plainSession({ v: 0, other: 1 })), { expires: 60 })
     loaded.v = 1
     await assert.rejects(

@@ -1,19 +1,21 @@
 import express from 'express'
 import session, { type SessionOptions } from 'express-session'
 import type { MemcacheStore } from '../../lib/index.ts'
+import './session-data.ts'
 
-declare module 'express-session' {
-  interface SessionData {
-    views?: number
-    user?: string
-    secret?: string
-    [field: string]: unknown
-  }
+/** A request parked in its route handler (its session loaded) until the test releases it. */
+export interface HeldRequest {
+  readonly sessionID: string
+  /** The fields the request will set (its JSON body). */
+  readonly fields: Record<string, unknown>
+  /** Applies the request's body to its session and answers, which saves the session. */
+  release(): void
 }
 
 /**
  * The app the end-to-end tests drive: a visit counter, a read-only page, log in (regenerate) and
- * log out (destroy), plus a route that waits before answering so two requests overlap.
+ * log out (destroy), plus a route that waits until the test releases it (`held`): requests that
+ * overlap for certain, saving in the order the test chooses, whatever the machine's speed.
  */
 export function testApp(store: MemcacheStore, options: Partial<SessionOptions> = {}) {
   const app = express()
@@ -36,11 +38,17 @@ export function testApp(store: MemcacheStore, options: Partial<SessionOptions> =
     req.session.user = req.body.user
     res.json({ id: req.sessionID })
   })
-  app.post('/set-slowly', (req, res) => {
-    setTimeout(() => {
-      Object.assign(req.session, req.body.fields)
-      res.json({ id: req.sessionID })
-    }, req.body.delayMs ?? 100)
+  // Listed in `held` once express-session has loaded the session; saved only when released.
+  const held: HeldRequest[] = []
+  app.post('/set-when-released', (req, res) => {
+    held.push({
+      sessionID: req.sessionID,
+      fields: req.body,
+      release() {
+        Object.assign(req.session, req.body)
+        res.json({ id: req.sessionID })
+      },
+    })
   })
   app.post('/login', (req, res, next) => {
     req.session.regenerate((err) => {
@@ -66,5 +74,5 @@ export function testApp(store: MemcacheStore, options: Partial<SessionOptions> =
     errors.push(err)
     if (!res.headersSent) res.status(500).json({ error: err.message, code: err.code ?? null })
   })
-  return Object.assign(app, { errors })
+  return Object.assign(app, { errors, held })
 }

@@ -4,6 +4,7 @@ import session, { type SessionData } from 'express-session'
 import type { MemcacheStore, MemcacheStoreOptions } from '../../lib/index.ts'
 import { killLeftovers, type MemcachedOptions, MemcachedServer } from './memcached.ts'
 import { createStore } from './protocol.ts'
+import './session-data.ts'
 
 // A test that failed before stopping its servers must not keep the test file's process alive. Only
 // under the test runner: a fixture process importing these helpers must not become a test itself.
@@ -78,10 +79,16 @@ export function newSession(store: MemcacheStore, sid: string, fields: Record<str
 }
 
 /** A session loaded from the store, as express-session loads it (store.load, then createSession). */
-export function loadSession(store: MemcacheStore, sid: string): Promise<(session.Session & Record<string, unknown>) | undefined> {
+export function loadSession(store: MemcacheStore, sid: string): Promise<(session.Session & SessionData) | undefined> {
   return new Promise((resolve, reject) => {
-    store.load(sid, (err, sess) => (err ? reject(err) : resolve(sess as (session.Session & Record<string, unknown>) | undefined)))
+    // express-session's typings give load's result as SessionData; at run time it is the Session that createSession built.
+    store.load(sid, (err, sess) => (err ? reject(err) : resolve(sess as (session.Session & SessionData) | undefined)))
   })
+}
+
+/** What the store yields for `sid` (store.get), its fields readable without a cast; null when there is none. */
+export function readSession(store: MemcacheStore, sid: string): Promise<Record<string, unknown> | null> {
+  return store.get(sid)
 }
 
 export function randomId(): string {
