@@ -136,7 +136,7 @@ export class MemcacheStore extends session.Store {
           await this.#memcached.delete(context.key, context)
           return
         }
-        this.#lifetimeHint = seconds
+        this.#lifetimeHint = this.#renewedLifetime(sess, seconds)
         const encoded = this.#encode(sess, context, seconds)
         const origin = this.#origins.of(sess)
         if (origin?.key === context.key) return this.#writer.saveLoaded(context, origin, encoded)
@@ -164,7 +164,7 @@ export class MemcacheStore extends session.Store {
       work: async (context) => {
         const seconds = lifetimeSeconds(sess, this.#options.ttl)
         if (seconds < 0) return
-        this.#lifetimeHint = seconds
+        this.#lifetimeHint = this.#renewedLifetime(sess, seconds)
         const origin = this.#origins.of(sess)
         const loadedHere = origin?.key === context.key
         if (loadedHere && storedCookieIsStale(origin.storedExpiry, seconds)) {
@@ -350,7 +350,7 @@ export class MemcacheStore extends session.Store {
     let extended = extendedUntil
     if (extended !== 0) {
       const lifetime = renewedLifetimeSeconds(decoded.sess, this.#options.ttl)
-      if (lifetime !== extendedFor) {
+      if (Math.abs(lifetime - extendedFor) > 1) {
         // The read extended this session by another session's lifetime: correct it now rather than
         // rely on a later touch (a request that ends without one would leave it wrong).
         extended = 0
@@ -391,6 +391,11 @@ export class MemcacheStore extends session.Store {
     // With a `ttl` function memcached's expiry does not follow the cookie, so it tells nothing here.
     if (ttl !== undefined && typeof this.#options.ttl !== 'function') return ttl === -1 || ttl * 1000 < MEMCACHED_GRACE_MS
     return overdueMs < MEMCACHED_GRACE_MS
+  }
+
+  /** The lifetime a later touch of this session will ask for (what reads extend sessions by); a `ttl` function's answer as is. */
+  #renewedLifetime(sess: SessionData, seconds: number): number {
+    return typeof this.#options.ttl === 'function' ? seconds : renewedLifetimeSeconds(sess, this.#options.ttl)
   }
 
   #encode(sess: SessionData, context: OperationContext, seconds: number): Encoded {
