@@ -44,6 +44,7 @@ export function createApp(store: MemcacheStore, secret: string) {
   app.use(
     session({
       store,
+      genid: store.genid, // IDs reserved in memcached before they are handed out
       secret,
       resave: false,
       saveUninitialized: false,

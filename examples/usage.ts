@@ -14,10 +14,12 @@ declare module 'express-session' {
 const secret = process.env.SESSION_SECRET
 if (!secret) throw new Error('SESSION_SECRET is not set: set it to a long random string, which signs the session cookie')
 
+const store = new MemcacheStore() // memcached at MEMCACHIER_SERVERS, MEMCACHE_SERVERS or localhost:11211
 const app = express()
 app.use(
   session({
-    store: new MemcacheStore(), // memcached at MEMCACHIER_SERVERS, MEMCACHE_SERVERS or localhost:11211
+    store,
+    genid: store.genid, // optional: IDs that memcached has reserved (collision-checked ahead of time)
     secret,
     resave: false,
     saveUninitialized: false,
