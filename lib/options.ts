@@ -212,6 +212,9 @@ const KNOWN_OPTIONS = {
   generateId: true,
 } as const satisfies Record<keyof MemcacheStoreOptions, true>
 
+/** Every option's name, as the README's table must list them. */
+export const OPTION_NAMES = Object.keys(KNOWN_OPTIONS) as Array<keyof MemcacheStoreOptions>
+
 /** Options of other stores that users bring along, and what to use here instead. */
 const FOREIGN_OPTIONS: Record<string, string> = {
   disableTTL: "this store always gives memcached an expiry; `ttl: 0` stores sessions without one (memcached's LRU decides)",
