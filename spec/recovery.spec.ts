@@ -176,92 +176,81 @@ function describeRuns(runs: Run[]): string {
   return runs.map((r) => `${r.recovery.toFixed(0)} ms (first success ${r.firstSuccess.toFixed(0)} ms, ${r.failed} failed)`).join(', ')
 }
 
+/**
+ * Three faults in a row on one memcached under the session load: `fault` inflicts one and resolves
+ * when it ended (memcached answers again); after each, every operation must succeed again within
+ * the bound and the fault must have been felt (`felt`). The values read are checked whole at the end.
+ */
+async function threeFaults(
+  fault: (server: MemcachedServer) => Promise<number>,
+  felt: (outcome: Outcome) => boolean,
+): Promise<{ runs: Run[]; load: Load }> {
+  const server = await MemcachedServer.start({ memoryMb: 128 })
+  const warnings: string[] = []
+  const store = createStore({
+    servers: server.address,
+    prefix: uniquePrefix(),
+    timeout: TIMEOUT,
+    logger: { warn: (l) => warnings.push(l) },
+  })
+  const load = sessionLoad(store)
+  try {
+    const runs: Run[] = []
+    for (let cycle = 0; cycle < 3; cycle++) {
+      await load.successes(performance.now(), 2 * LOOPS, 5000)
+      const before = load.outcomes.length
+      const ended = await fault(server)
+      const run = await measureRecovery(load, before, ended, server.address)
+      assert.ok(load.outcomes.slice(before).some(felt), `cycle ${cycle + 1}: the fault was felt`)
+      assert.ok(run.recovery < RECOVERY_BOUND_MS, `cycle ${cycle + 1}: recovered in ${run.recovery.toFixed(0)} ms`)
+      runs.push(run)
+    }
+    await load.stop()
+    assert.ok(load.hits > 0, 'sessions were read back between the faults')
+    await assertAllIntact(store, load)
+    assert.deepEqual(warnings, [], 'no value was ever unreadable (a spliced reply would be)')
+    return { runs, load }
+  } finally {
+    await load.stop()
+    await store.close()
+    await server.stop()
+  }
+}
+
 describe('recovery without a restart, 20-way load of 300 KB sessions', () => {
   it('memcached SIGKILLed and restarted on the same port, three times: every operation succeeds again', async (t) => {
-    const server = await MemcachedServer.start({ memoryMb: 128 })
-    const warnings: string[] = []
-    const store = createStore({
-      servers: server.address,
-      prefix: uniquePrefix(),
-      timeout: TIMEOUT,
-      logger: { warn: (l) => warnings.push(l) },
-    })
-    const load = sessionLoad(store)
-    try {
-      const runs: Run[] = []
-      for (let cycle = 0; cycle < 3; cycle++) {
-        await load.successes(performance.now(), 2 * LOOPS, 5000)
-        const before = load.outcomes.length
+    const { runs, load } = await threeFaults(
+      async (server) => {
         await server.kill()
         await sleep(300)
         await server.restart()
-        const answering = performance.now()
-        const run = await measureRecovery(load, before, answering, server.address)
-        assert.ok(
-          load.outcomes.slice(before).some((o) => !o.ok),
-          `cycle ${cycle + 1}: the kill was felt`,
-        )
-        assert.ok(run.recovery < RECOVERY_BOUND_MS, `cycle ${cycle + 1}: recovered in ${run.recovery.toFixed(0)} ms`)
-        runs.push(run)
-      }
-      await load.stop()
-      assert.ok(load.hits > 0, 'sessions were read back between the faults')
-      await assertAllIntact(store, load)
-      assert.deepEqual(warnings, [], 'no value was ever unreadable (a spliced reply would be)')
-      report(
-        t,
-        `kill/restart (${PROTOCOL}): recovery after memcached answers ${describeRuns(runs)}; ${load.outcomes.length} operations, ${load.hits} of ${load.gets} gets hit, 0 corrupt`,
-      )
-    } finally {
-      await load.stop()
-      await store.close()
-      await server.stop()
-    }
+        return performance.now()
+      },
+      (outcome) => !outcome.ok,
+    )
+    report(
+      t,
+      `kill/restart (${PROTOCOL}): recovery after memcached answers ${describeRuns(runs)}; ${load.outcomes.length} operations, ${load.hits} of ${load.gets} gets hit, 0 corrupt`,
+    )
   })
 
   it('memcached frozen (SIGSTOP) 1.2 s and thawed, three times: every operation succeeds again', async (t) => {
-    const server = await MemcachedServer.start({ memoryMb: 128 })
-    const warnings: string[] = []
-    const store = createStore({
-      servers: server.address,
-      prefix: uniquePrefix(),
-      timeout: TIMEOUT,
-      logger: { warn: (l) => warnings.push(l) },
-    })
-    const load = sessionLoad(store)
-    try {
-      const runs: Run[] = []
-      for (let cycle = 0; cycle < 3; cycle++) {
-        await load.successes(performance.now(), 2 * LOOPS, 5000)
-        const before = load.outcomes.length
+    const { runs, load } = await threeFaults(
+      async (server) => {
         server.freeze()
         await sleep(1200)
         server.thaw()
-        const thawed = performance.now()
-        const run = await measureRecovery(load, before, thawed, server.address)
-        assert.ok(
-          load.outcomes.slice(before).some((o) => !o.ok && (o.error as MemcacheStoreError).code === 'ETIMEDOUT'),
-          `cycle ${cycle + 1}: the freeze was felt (ETIMEDOUT)`,
-        )
-        assert.ok(run.recovery < RECOVERY_BOUND_MS, `cycle ${cycle + 1}: recovered in ${run.recovery.toFixed(0)} ms`)
-        runs.push(run)
-      }
-      await load.stop()
-      // Operations that timed out never settle late: the worst settle stays near the timeout.
-      const worst = Math.max(...load.outcomes.map((o) => o.end - o.start))
-      assert.ok(worst < TIMEOUT + 500, `worst settle ${worst.toFixed(0)} ms`)
-      assert.ok(load.hits > 0)
-      await assertAllIntact(store, load)
-      assert.deepEqual(warnings, [])
-      report(
-        t,
-        `freeze 1.2 s/thaw (${PROTOCOL}): recovery after SIGCONT ${describeRuns(runs)}; worst settle ${worst.toFixed(0)} ms; ${load.outcomes.length} operations, ${load.hits} of ${load.gets} gets hit, 0 corrupt`,
-      )
-    } finally {
-      await load.stop()
-      await store.close()
-      await server.stop()
-    }
+        return performance.now()
+      },
+      (outcome) => !outcome.ok && (outcome.error as MemcacheStoreError).code === 'ETIMEDOUT',
+    )
+    // Operations that timed out never settle late: the worst settle stays near the timeout.
+    const worst = Math.max(...load.outcomes.map((o) => o.end - o.start))
+    assert.ok(worst < TIMEOUT + 500, `worst settle ${worst.toFixed(0)} ms`)
+    report(
+      t,
+      `freeze 1.2 s/thaw (${PROTOCOL}): recovery after SIGCONT ${describeRuns(runs)}; worst settle ${worst.toFixed(0)} ms; ${load.outcomes.length} operations, ${load.hits} of ${load.gets} gets hit, 0 corrupt`,
+    )
   })
 
   it('through a proxy: a reply cut after 40 bytes, a 300 KB reply cut after 100 KB, every connection reset: values stay whole', async (t) => {
