@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict'
+import { readFileSync } from 'node:fs'
 import { describe, it } from 'node:test'
 import { MemcacheStore, type MemcacheStoreOptions } from '../lib/index.ts'
 import { DEFAULTS, resolveOptions } from '../lib/options.ts'
@@ -96,5 +97,22 @@ describe('option validation', () => {
       () => new MemcacheStore({ secret: ['good secret long enough', 42 as unknown as string] }),
       (err: Error) => !err.message.includes('good secret long enough'),
     )
+  })
+})
+
+describe('the reach into memjs', () => {
+  it('fails loudly, naming what is missing, when memjs no longer has the Server methods the store relies on', async () => {
+    const { checkMemjsShape } = await import('../lib/memcached/memjs.ts')
+    const memjs = (await import('memjs')).default
+    checkMemjsShape(memjs.Server)
+    class Changed {
+      sock() {}
+    }
+    assert.throws(
+      () => checkMemjsShape(Changed),
+      /needs memjs 1\.3 \(~1\.3\.2\): the installed memjs Server lacks listSasl, saslAuth, writeSASL\. Install memjs@~1\.3\.2/,
+    )
+    const pinned = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')).dependencies.memjs
+    assert.equal(pinned, '~1.3.2', 'memjs is pinned to the 1.3 line')
   })
 })

@@ -11,7 +11,7 @@ import { MemcacheStore, type MemcacheStoreError, type MemcacheStoreOptions } fro
 import { BACKOFF_MAX_MS } from '../lib/memcached/health.ts'
 import { type CertificatePair, makeCertificates } from './harness/certs.ts'
 import { freePort, type MemcachedOptions, MemcachedServer, sleep } from './harness/memcached.ts'
-import { failure, literally, load, type Outcome, tally } from './harness/outcomes.ts'
+import { failure, literally, load, type Outcome, roundTrip, tally } from './harness/outcomes.ts'
 import { assertIdle, plainSession, randomId, uniquePrefix } from './harness/stores.ts'
 
 const PROTOCOLS = ['binary', 'meta'] as const
@@ -58,20 +58,6 @@ function create(protocol: Protocol, servers: string, options: MemcacheStoreOptio
   const store = new MemcacheStore({ protocol, servers, prefix: uniquePrefix(), timeout: TIMEOUT_MS, logger: false, ...options })
   stores.push(store)
   return store
-}
-
-/** set, get, touch, get, ids, destroy: the session round-trips and memcached holds it while it lives. */
-async function roundTrip(store: MemcacheStore, server: MemcachedServer): Promise<void> {
-  const sid = randomId()
-  await store.set(sid, plainSession({ user: 'ada' }))
-  assert.equal(((await store.get(sid)) as unknown as Record<string, unknown>)?.user, 'ada')
-  await store.touch(sid, plainSession({ user: 'ada' }))
-  assert.equal(((await store.get(sid)) as unknown as Record<string, unknown>)?.user, 'ada')
-  assert.match((await server.inspect(store.prefix + sid))?.value.toString() ?? '', /"user":"ada"/)
-  assert.ok((await store.ids()).includes(sid), 'ids() lists the session over TLS')
-  await store.destroy(sid)
-  assert.equal(await store.get(sid), null)
-  assert.equal(await server.inspect(store.prefix + sid), undefined)
 }
 
 /**

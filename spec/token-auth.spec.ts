@@ -9,7 +9,7 @@ import { MemcacheStore, type MemcacheStoreOptions } from '../lib/index.ts'
 import { BACKOFF_MAX_MS } from '../lib/memcached/health.ts'
 import { makeCertificates } from './harness/certs.ts'
 import { MemcachedServer, sleep } from './harness/memcached.ts'
-import { failure, literally, load, tally, untilSuccess, withoutEnvCredentials } from './harness/outcomes.ts'
+import { failure, literally, load, roundTrip, tally, untilSuccess, withoutEnvCredentials } from './harness/outcomes.ts'
 import { assertIdle, plainSession, randomId, uniquePrefix } from './harness/stores.ts'
 
 const TIMEOUT_MS = 500
@@ -57,17 +57,6 @@ function create(options: MemcacheStoreOptions = {}): MemcacheStore {
   return store
 }
 
-async function roundTrip(store: MemcacheStore, on: MemcachedServer): Promise<void> {
-  const sid = randomId()
-  await store.set(sid, plainSession({ user: 'alice' }))
-  assert.equal(((await store.get(sid)) as unknown as Record<string, unknown>)?.user, 'alice')
-  await store.touch(sid, plainSession({ user: 'alice' }))
-  assert.match((await on.inspect(store.prefix + sid))?.value.toString() ?? '', /"user":"alice"/)
-  assert.ok((await store.ids()).includes(sid), 'ids() authenticates its own connection')
-  await store.destroy(sid)
-  assert.equal(await store.get(sid), null)
-}
-
 /** Every kind of operation fails with EAUTH within the bound, naming the server, matching `reason`, never showing the password. */
 async function assertRefused(store: MemcacheStore, address: string, reason: RegExp): Promise<string[]> {
   const sid = randomId()
@@ -102,14 +91,14 @@ describe('right credentials', () => {
   it('username and password options: ready(), set/get/touch/destroy and ids() work', async () => {
     const store = create({ username: 'alice', password: PASSWORD })
     await store.ready()
-    for (let i = 0; i < 10; i++) await roundTrip(store, server)
+    for (let i = 0; i < 10; i++) await roundTrip(store, server, 'alice')
     assertIdle(store)
   })
 
   it('user:pass@host:port in servers', async () => {
     const store = create({ servers: `bob:builder-9@${server.address}` })
     await store.ready()
-    await roundTrip(store, server)
+    await roundTrip(store, server, 'alice')
   })
 
   it('the authenticating set stores nothing: the auth key is not an item on a -Y server', async () => {
@@ -183,7 +172,7 @@ describe('restarts', () => {
       assert.ok(later.length > 10 && later.every((o) => o.code === undefined), `steady after recovery: ${tally(later)}`)
       // The restarted memcached is empty and refuses unauthenticated commands: this round trip
       // (on the store's connection and on ids()'s) only works because both authenticated again.
-      await roundTrip(store, own)
+      await roundTrip(store, own, 'alice')
       assert.equal(await own.command('mn'), 'MN\r\n')
       const stats = await own.command('stats')
       assert.ok(Number(/STAT auth_cmds (\d+)/.exec(stats)?.[1]) >= 2, 'the new process saw authentications')

@@ -1,8 +1,9 @@
 // How store operations settle, for the specs that check failure modes (TLS, token authentication,
 // protocol mismatches, clusters): the error and the time it took, with a guard against hangs.
 import assert from 'node:assert/strict'
-import { MemcacheStoreError } from '../../lib/index.ts'
-import { sleep } from './memcached.ts'
+import { type MemcacheStore, MemcacheStoreError } from '../../lib/index.ts'
+import { type MemcachedServer, sleep } from './memcached.ts'
+import { plainSession, randomId, readSession } from './stores.ts'
 
 /**
  * The MemcacheStoreError `operation` settles with and how long it took. Fails the test when it
@@ -128,4 +129,21 @@ export function tally(outcomes: readonly Outcome[]): string {
     byCode.set(code, entry)
   }
   return [...byCode].map(([code, { count, message }]) => `${code} x${count} (first: ${message})`).join('; ') || 'no failures'
+}
+
+/**
+ * set, get, touch, get, ids, destroy of one session: it round-trips, memcached holds it while it
+ * lives (seen through the server's own connection), and listing reaches it.
+ */
+export async function roundTrip(store: MemcacheStore, server: MemcachedServer, user = 'ada'): Promise<void> {
+  const sid = randomId()
+  await store.set(sid, plainSession({ user }))
+  assert.equal((await readSession(store, sid))?.user, user)
+  await store.touch(sid, plainSession({ user }))
+  assert.equal((await readSession(store, sid))?.user, user)
+  assert.match((await server.inspect(store.prefix + sid))?.value.toString() ?? '', new RegExp(`"user":"${user}"`))
+  assert.ok((await store.ids()).includes(sid), 'ids() lists the session on its own connection')
+  await store.destroy(sid)
+  assert.equal(await store.get(sid), null)
+  assert.equal(await server.inspect(store.prefix + sid), undefined)
 }
