@@ -312,7 +312,7 @@ function watchRss(pid: number | undefined): { stop(): number } {
 }
 
 /** A throwaway redis-server on a free port, without persistence; undefined when redis is not installed. */
-async function startRedis(): Promise<{ child: ChildProcess; url: string; port: number } | undefined> {
+export async function startRedis(): Promise<{ child: ChildProcess; url: string; port: number } | undefined> {
   try {
     execFileSync('sh', ['-c', 'command -v redis-server'], { stdio: 'ignore' })
   } catch {

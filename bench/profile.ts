@@ -11,6 +11,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { MemcachedServer } from '../spec/harness/memcached.ts'
+import { startRedis } from './http-level.ts'
 import { load } from './load.ts'
 
 interface ProfileNode {
@@ -86,11 +87,12 @@ if (first?.endsWith('.cpuprofile')) {
 } else {
   const store = first ?? 'this store'
   const memcached = await MemcachedServer.start({ memoryMb: 256 })
+  const redis = store === 'connect-redis' ? await startRedis() : undefined
   const dir = mkdtempSync(join(tmpdir(), 'bench-profile-'))
   try {
     const child = fork(fileURLToPath(new URL('./http-app.ts', import.meta.url)), [], {
       execArgv: ['--cpu-prof', '--cpu-prof-dir', dir, '--import', 'tsx'],
-      env: { ...process.env, BENCH_STORE: store, BENCH_MEMCACHE_SERVERS: memcached.address },
+      env: { ...process.env, BENCH_STORE: store, BENCH_MEMCACHE_SERVERS: memcached.address, BENCH_REDIS_URL: redis?.url ?? '' },
       stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
     })
     const port = await new Promise<number>((resolve) => child.once('message', (m: { port?: number }) => resolve(m.port ?? 0)))
@@ -120,6 +122,7 @@ if (first?.endsWith('.cpuprofile')) {
     print(JSON.parse(readFileSync(largest, 'utf8')) as CpuProfile)
   } finally {
     rmSync(dir, { recursive: true, force: true })
+    redis?.child.kill()
     await memcached.stop()
   }
 }
