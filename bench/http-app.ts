@@ -5,7 +5,7 @@
 //   GET /read   reads the session: express-session then calls get + touch
 //   GET /write  changes the session: get + set
 import diagnosticsChannel from 'node:diagnostics_channel'
-import { readFileSync } from 'node:fs'
+import { readFileSync, writeFileSync } from 'node:fs'
 import { createHistogram } from 'node:perf_hooks'
 import connectMemcached from 'connect-memcached'
 import connectMemjs from 'connect-memjs'
@@ -114,7 +114,24 @@ async function main(): Promise<void> {
       process.send?.({ cpuMicros: user + system, requests })
     }
   })
-  process.on('disconnect', () => process.exit(0))
+  // BENCH_HEAP_PROFILE=file: allocation sites while the app runs (sampled, collected objects
+  // included), written when the benchmark disconnects; for bench/profile.ts.
+  const heapFile = process.env.BENCH_HEAP_PROFILE
+  if (heapFile) {
+    const inspector = new (await import('node:inspector')).Session()
+    inspector.connect()
+    inspector.post('HeapProfiler.startSampling', {
+      samplingInterval: 1024,
+      includeObjectsCollectedByMajorGC: true,
+      includeObjectsCollectedByMinorGC: true,
+    })
+    process.on('disconnect', () =>
+      inspector.post('HeapProfiler.stopSampling', (err, result) => {
+        if (!err) writeFileSync(heapFile, JSON.stringify(result.profile))
+        process.exit(0)
+      }),
+    )
+  } else process.on('disconnect', () => process.exit(0))
 }
 
 main().catch((err) => {

@@ -8,6 +8,7 @@ import type { HttpCell, HttpResults, HttpSample } from './http-level.ts'
 import { PAYLOAD_SIZES } from './payload.ts'
 import { pairedRatios, type Summary, summarize } from './stats.ts'
 import { IN_FLIGHT, OPERATIONS, type StoreCell, type StoreResults, TARGET_OPERATIONS, TARGET_SIZES } from './store-level.ts'
+import type { TracingCell } from './tracing.ts'
 
 export interface Environment {
   date: string
@@ -41,7 +42,13 @@ const META = 'this store (meta)'
 
 type Row = { target: string; measured: string; holds: string }
 
-export function buildReport(env: Environment, store: StoreResults, http: HttpResults, genid?: GenidMicro): Report {
+export function buildReport(
+  env: Environment,
+  store: StoreResults,
+  http: HttpResults,
+  genid?: GenidMicro,
+  tracing: TracingCell[] = [],
+): Report {
   const ratios = collectRatios(store, http)
   const lines: string[] = []
   lines.push(
@@ -54,7 +61,7 @@ export function buildReport(env: Environment, store: StoreResults, http: HttpRes
   lines.push('### Targets', '', '| Target | Measured | Holds |', '| --- | --- | --- |')
   for (const row of targetRows(ratios, store, http)) lines.push(`| ${row.target} | ${row.measured} | ${row.holds} |`)
   lines.push('')
-  lines.push(...contextSection(store, http, genid))
+  lines.push(...contextSection(store, http, genid, tracing))
   lines.push(...storeSection(store))
   lines.push(...httpSection(http))
   lines.push('Chart of the ratios: [latest.svg](latest.svg).', '')
@@ -209,7 +216,7 @@ function targetRows(ratios: Ratio[], store: StoreResults, http: HttpResults): Ro
 // ---------------------------------------------------------------------------------------------
 // What the targets rest on, and the effects of single features
 
-function contextSection(store: StoreResults, http: HttpResults, genid: GenidMicro | undefined): string[] {
+function contextSection(store: StoreResults, http: HttpResults, genid: GenidMicro | undefined, tracing: TracingCell[]): string[] {
   const lines: string[] = []
   const read = http.cells.find((c) => c.route === 'read')
   const write = http.cells.find((c) => c.route === 'write')
@@ -248,6 +255,21 @@ function contextSection(store: StoreResults, http: HttpResults, genid: GenidMicr
   feature('encrypted (secret) / plain', read, `${OURS}, encrypted`)
   feature('encrypted (secret) / plain', write, `${OURS}, encrypted`)
   lines.push('')
+  if (tracing.length > 0) {
+    lines.push(
+      '**Tracing channel, store level** (200 B sessions; rounds alternate no subscriber and one recording latencies in a histogram; µs = 1e6/ops traced − 1e6/ops untraced, round by round):',
+      '',
+    )
+    lines.push('| operation | in flight | ops/s, no subscriber | ops/s, subscriber | traced / untraced | cost µs per operation |')
+    lines.push('| --- | ---: | ---: | ---: | ---: | ---: |')
+    for (const cell of tracing) {
+      const cost = summarize(cell.traced.map((ops, i) => 1e6 / ops - 1e6 / cell.untraced[i]))
+      lines.push(
+        `| ${cell.operation} | ${cell.inFlight} | ${formatRange(summarize(cell.untraced), 1e-3, 1)}k | ${formatRange(summarize(cell.traced), 1e-3, 1)}k | ${formatRange(summarize(pairedRatios(cell.traced, cell.untraced)), 1, 2, 'x')} | ${formatRange(cost, 1, 2)} |`,
+      )
+    }
+    lines.push('')
+  }
   if (genid) {
     lines.push(
       `**genid() on the request path** (ns per call, batches of ${genid.batch}; ${genid.fallbacks} pooled calls fell back to a fresh ID):`,

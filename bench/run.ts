@@ -2,7 +2,7 @@
 // default memcached (-t 2, as the test harness runs it; or MEMCACHE_SERVERS), a second one with
 // -t 1, a TLS one (-Z -t 1, certificates made by the test harness, a plain listener beside the TLS
 // one), and redis for connect-redis.
-// BENCH_QUICK=1 runs a short smoke version; BENCH_PART=store|http|micro runs one part.
+// BENCH_QUICK=1 runs a short smoke version; BENCH_PART=store|http|micro (genid, tracing) runs one part.
 // Writes bench/results/latest.{md,svg} (quick.* and partial.* for the others).
 import { execFileSync } from 'node:child_process'
 import { mkdirSync, writeFileSync } from 'node:fs'
@@ -15,6 +15,7 @@ import { runGenidMicro } from './genid.ts'
 import { type HttpResults, runHttpLevel } from './http-level.ts'
 import { buildReport } from './report.ts'
 import { runStoreLevel, type StoreResults } from './store-level.ts'
+import { runTracingMicro } from './tracing.ts'
 
 const quick = process.env.BENCH_QUICK === '1'
 const STORE_SETTINGS = quick
@@ -24,6 +25,7 @@ const HTTP_SETTINGS = quick
   ? { seconds: 1, warmupSeconds: 1, rounds: 1, connections: 32, cookies: 100 }
   : { seconds: 2, warmupSeconds: 1, rounds: 7, connections: 32, cookies: 300 }
 const GENID_ROUNDS = quick ? 30 : 200
+const TRACING_ROUNDS = quick ? 3 : 9
 
 async function main(): Promise<void> {
   const started = performance.now()
@@ -60,6 +62,7 @@ async function main(): Promise<void> {
           )
         : { cells: [], singleThread: [], tls: [], fixedCount: [] }
     const genid = !part || part === 'micro' ? await runGenidMicro(servers, GENID_ROUNDS) : undefined
+    const tracing = !part || part === 'micro' ? await runTracingMicro(servers, TRACING_ROUNDS, STORE_SETTINGS.sampleMs) : []
     const http: HttpResults =
       !part || part === 'http'
         ? await runHttpLevel(
@@ -83,7 +86,7 @@ async function main(): Promise<void> {
       loadAverageAfter: os.loadavg(),
       durationSeconds: Math.round((performance.now() - started) / 1000),
     }
-    const report = buildReport(env, store, http, genid)
+    const report = buildReport(env, store, http, genid, tracing)
     const results = fileURLToPath(new URL('./results/', import.meta.url))
     mkdirSync(results, { recursive: true })
     // Only a whole full run replaces latest.*: quick and partial runs have their own files.
