@@ -52,21 +52,54 @@ function fromStore(name: string, store: session.Store, close: () => void): Conte
   }
 }
 
-export const CONTENDER_NAMES = ['raw memjs', 'this store', 'connect-memjs', 'connect-memcached'] as const
+export const CONTENDER_NAMES = [
+  'raw memjs',
+  'this store',
+  'this store (meta)',
+  'this store, TLS',
+  'this store (meta), TLS',
+  'connect-memjs',
+  'connect-memcached',
+] as const
+export type ContenderName = (typeof CONTENDER_NAMES)[number]
 
-export function createContenders(servers: string, run: string): Contender[] {
+/** The TLS contenders' memcached (-Z) and the CA its certificate is signed by (PEM). */
+export interface TlsTarget {
+  servers: string
+  ca: string
+}
+
+/**
+ * Every contender, each with its own connection(s) and key prefix. `tls`: the TLS contenders too
+ * (against that -Z server); `only`: just these names (the -t 1 and fixed-count sections).
+ */
+export function createContenders(servers: string, run: string, tls?: TlsTarget, only?: readonly ContenderName[]): Contender[] {
   const list = servers.split(',')
-  const ours = new MemcacheStore({ servers, prefix: `${run}:ours:`, logger: false })
-  const ConnectMemjs = connectMemjs(session)
-  const theirsMemjs = new ConnectMemjs({ servers: list, prefix: `${run}:cmj:`, logger: SILENT, keepAlive: true }) as session.Store & {
-    client: memjs.Client
+  const wanted = (name: ContenderName) => (!only || only.includes(name)) && (tls !== undefined || !name.endsWith('TLS'))
+  const contenders: Contender[] = []
+  const ours = (name: ContenderName, tag: string, options: ConstructorParameters<typeof MemcacheStore>[0]) => {
+    if (!wanted(name)) return
+    const store = new MemcacheStore({ servers, prefix: `${run}:${tag}:`, logger: false, ...options })
+    contenders.push(fromStore(name, store, () => void store.close()))
   }
-  const ConnectMemcached = connectMemcached(session)
-  const theirsMemcached = new ConnectMemcached({ hosts: list, prefix: `${run}:cmc:` })
-  return [
-    rawMemjs(servers, `${run}:raw:`),
-    fromStore('this store', ours, () => void ours.close()),
-    fromStore('connect-memjs', theirsMemjs, () => theirsMemjs.client.close()),
-    fromStore('connect-memcached', theirsMemcached, () => theirsMemcached.client.end()),
-  ]
+  if (wanted('raw memjs')) contenders.push(rawMemjs(servers, `${run}:raw:`))
+  ours('this store', 'ours', {})
+  ours('this store (meta)', 'meta', { protocol: 'meta' })
+  if (tls) {
+    ours('this store, TLS', 'tls', { servers: tls.servers, tls: { ca: tls.ca } })
+    ours('this store (meta), TLS', 'metatls', { servers: tls.servers, protocol: 'meta', tls: { ca: tls.ca } })
+  }
+  if (wanted('connect-memjs')) {
+    const ConnectMemjs = connectMemjs(session)
+    const theirs = new ConnectMemjs({ servers: list, prefix: `${run}:cmj:`, logger: SILENT, keepAlive: true }) as session.Store & {
+      client: memjs.Client
+    }
+    contenders.push(fromStore('connect-memjs', theirs, () => theirs.client.close()))
+  }
+  if (wanted('connect-memcached')) {
+    const ConnectMemcached = connectMemcached(session)
+    const theirs = new ConnectMemcached({ hosts: list, prefix: `${run}:cmc:` })
+    contenders.push(fromStore('connect-memcached', theirs, () => theirs.client.end()))
+  }
+  return contenders
 }

@@ -41,6 +41,7 @@ const WRK_SCRIPT = (cookies: readonly string[]) => `
 local cookies = { ${cookies.map((c) => JSON.stringify(c)).join(', ')} }
 local i = 0
 request = function()
+  if #cookies == 0 then return wrk.format("GET", nil, {}) end
   i = i + 1
   return wrk.format("GET", nil, { ["Cookie"] = cookies[(i % #cookies) + 1] })
 end
@@ -74,7 +75,12 @@ async function withAutocannon({ url, cookies, connections, seconds }: LoadSettin
     url,
     connections,
     duration: seconds,
-    requests: [{ setupRequest: (req) => ({ ...req, headers: { ...req.headers, cookie: cookies[i++ % cookies.length] } }) }],
+    requests: [
+      {
+        setupRequest: (req) =>
+          cookies.length === 0 ? req : { ...req, headers: { ...req.headers, cookie: cookies[i++ % cookies.length] } },
+      },
+    ],
   })
   return {
     requestsPerSecond: result.requests.total / result.duration,

@@ -33,3 +33,8 @@ declare module 'autocannon' {
   }
   export default function autocannon(options: Options): Promise<Result>
 }
+// express-session's ID generator (a dependency of express-session), compared with store.genid.
+declare module 'uid-safe' {
+  const uid: { sync(bytes: number): string }
+  export default uid
+}

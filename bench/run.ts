@@ -1,37 +1,79 @@
-// `npm run bench`: the whole benchmark in one run against one memcached (started here on a free
-// port, or MEMCACHE_SERVERS). BENCH_QUICK=1 runs a short smoke version. Writes bench/results/latest.{md,svg}.
+// `npm run bench`: the whole benchmark in one run. Starts its own servers on free ports: the
+// default memcached (-t 2, as the test harness runs it; or MEMCACHE_SERVERS), a second one with
+// -t 1, a TLS one (-Z -t 1, certificates made by the test harness, a plain listener beside the TLS
+// one), and redis for connect-redis.
+// BENCH_QUICK=1 runs a short smoke version; BENCH_PART=store|http|micro (genid, tracing) runs one part.
+// Writes bench/results/latest.{md,svg} (quick.* and partial.* for the others).
 import { execFileSync } from 'node:child_process'
 import { mkdirSync, writeFileSync } from 'node:fs'
 import os from 'node:os'
 import { fileURLToPath } from 'node:url'
-import { MemcachedServer, memcachedBinary } from '../spec/harness/memcached.ts'
+import { makeCertificates } from '../spec/harness/certs.ts'
+import { freePort, MemcachedServer, memcachedBinary } from '../spec/harness/memcached.ts'
 import { ratioChart } from './chart.ts'
-import { runHttpLevel } from './http-level.ts'
+import { runGenidMicro } from './genid.ts'
+import { type HttpResults, runHttpLevel } from './http-level.ts'
 import { buildReport } from './report.ts'
-import { runStoreLevel } from './store-level.ts'
+import { runStoreLevel, type StoreResults } from './store-level.ts'
+import { runTracingMicro } from './tracing.ts'
 
 const quick = process.env.BENCH_QUICK === '1'
 const STORE_SETTINGS = quick
-  ? { sampleMs: 60, rounds: 2, targetRounds: 3, warmupMs: 100 }
-  : { sampleMs: 200, rounds: 3, targetRounds: 11, warmupMs: 500 }
+  ? { sampleMs: 60, rounds: 2, targetRounds: 3, warmupMs: 100, fixedCount: 5_000, fixedRounds: 2 }
+  : { sampleMs: 200, rounds: 3, targetRounds: 9, warmupMs: 500, fixedCount: 30_000, fixedRounds: 5 }
 const HTTP_SETTINGS = quick
   ? { seconds: 1, warmupSeconds: 1, rounds: 1, connections: 32, cookies: 100 }
   : { seconds: 2, warmupSeconds: 1, rounds: 7, connections: 32, cookies: 300 }
+const GENID_ROUNDS = quick ? 30 : 200
+const TRACING_ROUNDS = quick ? 3 : 9
 
 async function main(): Promise<void> {
   const started = performance.now()
   const loadAverageBefore = os.loadavg()
   const external = process.env.MEMCACHE_SERVERS
+  const part = process.env.BENCH_PART
   const memcached = external ? undefined : await MemcachedServer.start({ memoryMb: 1024 })
   const servers = external ?? (memcached as MemcachedServer).address
+  // Later arguments win: -t 1 replaces the harness's -t 2.
+  const singleThread = await MemcachedServer.start({ memoryMb: 256, args: ['-t', '1'] })
+  const certificates = makeCertificates()
+  // TLS on its port, and a plain listener beside it (`notls:`): the TLS section compares the two on
+  // one process with one worker thread.
+  const plainPort = await freePort()
+  const tls = await MemcachedServer.start({
+    memoryMb: 256,
+    tls: { cert: certificates.server.cert, key: certificates.server.key },
+    args: ['-t', '1', '-l', `notls:127.0.0.1:${plainPort}`],
+  })
   const progress = (line: string) => console.error(line)
   try {
-    console.error(`benchmark (${quick ? 'quick' : 'full'}) against memcached ${servers}`)
-    // BENCH_PART=store or http runs one half, for working on it; the report then has the other half empty.
-    const part = process.env.BENCH_PART
-    const store = part === 'http' ? [] : await runStoreLevel(servers, STORE_SETTINGS, progress)
-    const http =
-      part === 'store' ? { tool: 'none', cells: [], skipped: [] } : await runHttpLevel(servers, HTTP_SETTINGS, progress, memcached?.pid)
+    console.error(`benchmark (${quick ? 'quick' : 'full'}) against memcached ${servers}, -t 1 ${singleThread.address}, TLS ${tls.address}`)
+    // BENCH_PART=store, http or micro runs one part, for working on it; the report then has the others empty.
+    const store: StoreResults =
+      !part || part === 'store'
+        ? await runStoreLevel(
+            {
+              servers,
+              tls: { servers: tls.address, plain: `127.0.0.1:${plainPort}`, ca: certificates.ca.certPem },
+              singleThread: singleThread.address,
+            },
+            STORE_SETTINGS,
+            progress,
+          )
+        : { cells: [], singleThread: [], tls: [], fixedCount: [] }
+    const genid = !part || part === 'micro' ? await runGenidMicro(servers, GENID_ROUNDS) : undefined
+    const tracing = !part || part === 'micro' ? await runTracingMicro(servers, TRACING_ROUNDS, STORE_SETTINGS.sampleMs) : []
+    const http: HttpResults =
+      !part || part === 'http'
+        ? await runHttpLevel(
+            {
+              memcached: { address: servers, pid: memcached?.pid, stats: memcached && (() => memcached.command('stats')) },
+              tls: { address: tls.address, pid: tls.pid, stats: () => tls.command('stats'), caFile: certificates.ca.cert },
+            },
+            HTTP_SETTINGS,
+            progress,
+          )
+        : { tool: 'none', cells: [], skipped: [] }
     const env = {
       date: new Date().toISOString().replace(/\.\d+Z$/, 'Z'),
       cpu: cpuModel(),
@@ -39,12 +81,12 @@ async function main(): Promise<void> {
       node: process.version,
       memcached: memcachedVersion(),
       loadTool: http.tool,
-      mode: quick ? 'quick (BENCH_QUICK=1)' : 'full',
+      mode: quick ? 'quick (BENCH_QUICK=1)' : part ? `partial (BENCH_PART=${part})` : 'full',
       loadAverageBefore,
       loadAverageAfter: os.loadavg(),
       durationSeconds: Math.round((performance.now() - started) / 1000),
     }
-    const report = buildReport(env, store, http)
+    const report = buildReport(env, store, http, genid, tracing)
     const results = fileURLToPath(new URL('./results/', import.meta.url))
     mkdirSync(results, { recursive: true })
     // Only a whole full run replaces latest.*: quick and partial runs have their own files.
@@ -62,6 +104,8 @@ async function main(): Promise<void> {
     console.error(`written: bench/results/${name}.md, bench/results/${name}.svg`)
   } finally {
     await memcached?.stop()
+    await singleThread.stop()
+    await tls.stop()
   }
 }
 

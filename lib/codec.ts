@@ -76,9 +76,13 @@ export class SessionCodec {
    * when the serializer itself is unusable (an async `parse`).
    */
   decode(value: Buffer, key: string, context: CodecContext): Decoded {
-    const opened = this.#cipher ? this.#cipher.open(value, key) : { ok: true as const, plain: value }
-    if (!opened.ok) return opened
-    const text = opened.plain.toString()
+    let plain = value
+    if (this.#cipher) {
+      const opened = this.#cipher.open(value, key)
+      if (!opened.ok) return opened
+      plain = opened.plain
+    }
+    const text = plain.toString()
     let parsed: unknown
     try {
       parsed = this.#serializer.parse(text)

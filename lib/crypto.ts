@@ -40,10 +40,11 @@ const DEFAULT_PREFIX = 'sess:'
 //   256 random bits. Against such a secret, guessing is hopeless however cheap one guess is: at
 //   1 ns per guess, 2^255 guesses take some 10^59 years. A key derivation function for full-entropy
 //   input (HKDF, RFC 5869) is then the right tool, and it costs microseconds.
-// - scrypt (N = 2^14) would make one guess some 2^12 to 2^15 times dearer (about 30 ms against 8 µs
-//   here): 12 to 15 bits. A human-chosen string of 32 characters that a dictionary can reach stays
-//   reachable with those bits added, while every process would pay tens of ms and 16 MiB per secret
-//   at startup, on the event loop. So no passphrase path: we refuse what is recognisably weak rather
+// - scrypt (N = 2^14) would make one guess some 2^12 to 2^15 times dearer (tens of milliseconds
+//   against microseconds; figures in commit 63a9939's version of this comment): 12 to 15 bits. A
+//   human-chosen string of 32 characters that a dictionary can reach stays reachable with those
+//   bits added, while every process would pay tens of ms and 16 MiB per secret at startup, on the
+//   event loop. So no passphrase path: we refuse what is recognisably weak rather
 //   than stretch it, and say how to make a strong secret instead.
 // - Precomputation: HKDF's info includes the key prefix, so keys derived for one prefix are useless
 //   for another deployment with another prefix, even from the same secret. (Deployments on the

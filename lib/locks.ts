@@ -1,5 +1,11 @@
 import { Mutex } from 'async-mutex'
 
+/** Who waits for a lock: told when it is theirs, or that the wait was cancelled. */
+export interface LockWaiter {
+  turn(): void
+  cancelled(err: unknown): void
+}
+
 /**
  * One lock per session key, held while a store operation on that session runs, so that operations
  * on one session never interleave inside this process. An uncontended lock costs one Map entry and
@@ -16,15 +22,15 @@ export class SessionLocks {
   }
 
   /**
-   * Calls `onTurn` once the lock of `key` is this caller's: at once when it is free. Each turn must
-   * end with `release`. `onCancelled` is called instead when `cancelWaiters` ends the wait.
+   * Takes the lock of `key`: true when it was free (the caller holds it now), else false and
+   * `waiter.turn()` is called once the lock is the waiter's. Each hold must end with `release`.
+   * `waiter.cancelled()` is called instead of `turn` when `cancelWaiters` ends the wait.
    */
-  acquire(key: string, onTurn: () => void, onCancelled: (err: unknown) => void): void {
+  acquire(key: string, waiter: LockWaiter): boolean {
     const entry = this.#held.get(key)
     if (entry === undefined) {
       this.#held.set(key, null)
-      onTurn()
-      return
+      return true
     }
     let mutex = entry
     if (mutex === null) {
@@ -34,7 +40,11 @@ export class SessionLocks {
       void mutex.acquire()
       this.#held.set(key, mutex)
     }
-    mutex.acquire().then(onTurn, onCancelled)
+    mutex.acquire().then(
+      () => waiter.turn(),
+      (err: unknown) => waiter.cancelled(err),
+    )
+    return false
   }
 
   /** Passes the lock of `key` to its next waiter, or frees it. */

@@ -12,6 +12,8 @@ export interface Origin {
   extendedUntil: number
 }
 
+const DESCRIPTOR: PropertyDescriptor = { value: undefined, writable: true, configurable: true, enumerable: false }
+
 /**
  * Origins travel with the session object as a hidden property rather than in a WeakMap: a young
  * session keyed in a long-lived WeakMap survived minor collections and was promoted to the old
@@ -26,6 +28,9 @@ export class Origins {
   }
 
   remember(sess: object, origin: Origin): void {
-    Object.defineProperty(sess, this.#symbol, { value: origin, writable: true, configurable: true, enumerable: false })
+    // One descriptor for every call (defineProperty reads it and keeps nothing of it).
+    DESCRIPTOR.value = origin
+    Object.defineProperty(sess, this.#symbol, DESCRIPTOR)
+    DESCRIPTOR.value = undefined
   }
 }

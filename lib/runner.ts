@@ -1,7 +1,7 @@
 import { Deadlines } from './deadlines.js'
 import { isServerFailure, MemcacheStoreError, type Operation, redactId } from './errors.js'
 import { sessionKey } from './keys.js'
-import { SessionLocks } from './locks.js'
+import { type LockWaiter, SessionLocks } from './locks.js'
 import type { BurstLog } from './log.js'
 import type { RequestContext } from './memcached/wire.js'
 import { type Counters, type OperationTrace, operationChannel, type WriteKind } from './observability.js'
@@ -16,6 +16,10 @@ export interface OperationContext extends RequestContext {
   locked: boolean
   /** How a `set` wrote, for traces. */
   write?: WriteKind
+  /** `get`: until when its get-and-touch extended memcached's expiry (ms since the epoch); 0 without one. */
+  extendedUntil: number
+  /** `get`: the lifetime (seconds) its get-and-touch gave the session; 0 without one. */
+  extendedFor: number
 }
 
 /** What `run` needs to know about an operation. */
@@ -27,8 +31,11 @@ export interface OperationSpec<T, R> {
   fallback: T
   /** The operation itself, run under the session's lock. */
   work(context: OperationContext): Promise<T>
-  /** Turns the work's result into what the caller gets, in the step that hands it over. */
-  finish?(value: T): R
+  /**
+   * Turns the work's result into what the caller gets, in the step that hands it over. `context`
+   * is the operation's (undefined when it ended before it started: the store closed, an unusable ID).
+   */
+  finish?(value: T, context: OperationContext | undefined): R
   /** The store's own follow-up work (a listing's reads, housekeeping): neither counted nor traced. */
   internal?: boolean
 }
@@ -41,10 +48,6 @@ export interface RunnerOptions {
   counters: Counters
   /** The server a key lives on, for timeout messages and traces. */
   addressFor(key: string): string
-}
-
-interface Running extends OperationContext {
-  fail(err: MemcacheStoreError): void
 }
 
 const FAIL_OPEN_CONSEQUENCE: Partial<Record<Operation, string>> = {
@@ -61,13 +64,17 @@ const FAIL_OPEN_CONSEQUENCE: Partial<Record<Operation, string>> = {
 export class OperationRunner {
   readonly #options: RunnerOptions
   readonly #locks = new SessionLocks()
-  readonly #running: Deadlines<Running>
+  readonly #running: Deadlines<Running<unknown, unknown>>
   #nextId = 0
   #closed = false
 
   constructor(options: RunnerOptions) {
     this.#options = options
     this.#running = new Deadlines(options.timeoutMs, (running) => running.fail(this.#timeoutError(running)))
+  }
+
+  get timeoutMs(): number {
+    return this.#options.timeoutMs
   }
 
   get inFlight(): number {
@@ -79,19 +86,134 @@ export class OperationRunner {
   }
 
   run<T, R = T>(spec: OperationSpec<T, R>): Promise<R> {
-    if (spec.internal) return settle(this.#attempt(spec, undefined), spec.callback, spec.finish)
-    const startedAt = performance.now()
-    const trace = operationChannel.hasSubscribers ? this.#trace(spec.operation, spec.sid) : undefined
+    const internal = spec.internal === true
+    const startedAt = internal ? 0 : performance.now()
+    const trace = !internal && operationChannel.hasSubscribers ? this.#trace(spec.operation, spec.sid) : undefined
     if (trace) {
       operationChannel.start.publish(trace)
       operationChannel.end.publish(trace)
     }
+    const { operation, sid } = spec
+    if (this.#closed) {
+      const subject = describeSession(sid)
+      const refused = new MemcacheStoreError(
+        'ECLOSED',
+        operation,
+        `${operation} of ${subject} refused: the store was closed; nothing was sent`,
+        {
+          session: subject,
+          reason: 'the store was closed',
+        },
+      )
+      return this.#settled(spec, Promise.reject(refused), trace, startedAt)
+    }
+    let key: string
+    try {
+      key = sessionKey(this.#options.prefix, sid, operation)
+    } catch (err) {
+      // No session can be stored under a key memcached refuses.
+      return this.#settled(spec, operation === 'get' ? Promise.resolve(spec.fallback) : Promise.reject(err), trace, startedAt)
+    }
+    // One object per operation carries everything its steps need (context, lock turn, deadline,
+    // hand-over), so that no closure is made for them; the caller's promise is settled from it directly.
+    let running: Running<T, R> | undefined
+    const promise = new Promise<R>((resolve, reject) => {
+      running = new Running(this, spec, key, sid as string, ++this.#nextId, trace, startedAt, resolve, reject)
+    })
+    const started = running as Running<T, R>
+    this.#running.add(started.id, started as unknown as Running<unknown, unknown>)
+    if (this.#locks.acquire(key, started)) this.#work(started)
+    return promise
+  }
+
+  /** An operation that ends before it starts (store closed, unusable ID): handed over like the others. */
+  #settled<T, R>(spec: OperationSpec<T, R>, result: Promise<T>, trace: OperationTrace | undefined, startedAt: number): Promise<R> {
     const { operation, finish } = spec
-    return settle(this.#attempt(spec, trace), spec.callback, finish, (err, value) => {
+    const finishing = finish && ((value: T) => finish(value, undefined))
+    if (spec.internal) return settle(result, spec.callback, finishing)
+    const counters = this.#options.counters
+    return settle(result, spec.callback, finishing, (err, value) => {
       const hit = operation === 'get' && err === undefined ? value !== null : undefined
-      this.#options.counters.record(operation, startedAt, err, hit)
+      counters.record(operation, startedAt, err, hit)
       if (trace) finishTrace(trace, err, hit)
     })
+  }
+
+  /** The lock of `running`'s session is its own after a wait: runs its work, unless its deadline passed meanwhile. */
+  turn<T, R>(running: Running<T, R>): void {
+    const { id, key } = running
+    // Timed out while waiting: the work must never run. The deadline may have passed with its
+    // sweep still to come (a blocked event loop): the waiter then fails here, the same way.
+    if (!this.#running.has(id)) {
+      this.#locks.release(key)
+      return
+    }
+    if (performance.now() >= running.deadline) {
+      this.#running.delete(id)
+      this.#locks.release(key)
+      running.fail(this.#timeoutError(running))
+      return
+    }
+    this.#work(running)
+  }
+
+  /** Runs an operation's work, its session's lock held. */
+  #work<T, R>(running: Running<T, R>): void {
+    const { id, key } = running
+    running.locked = true
+    let work: Promise<T>
+    try {
+      work = running.spec.work(running)
+    } catch (err) {
+      work = Promise.reject(err)
+    }
+    work.then(
+      (value) => {
+        this.#locks.release(key)
+        if (this.#running.delete(id)) running.succeed(value)
+      },
+      (err) => {
+        this.#locks.release(key)
+        if (this.#running.delete(id)) running.fail(err)
+      },
+    )
+  }
+
+  /** The store closed while `running` waited for its session's lock. */
+  cancelled<T, R>(running: Running<T, R>): void {
+    if (!this.#running.delete(running.id)) return
+    const reason = 'the store was closed while it waited for the session'
+    const { operation, subject } = running
+    running.handOverError(
+      new MemcacheStoreError('ECLOSED', operation, `${operation} of ${subject} abandoned: ${reason}; nothing was sent`, {
+        session: subject,
+        reason,
+      }),
+    )
+  }
+
+  /** What an operation's failure becomes: failOpen's fallback for a server failure (never for destroy), else the error. */
+  failed<T, R>(running: Running<T, R>, err: unknown): void {
+    const { operation } = running
+    // A logout that did not happen must not look like one: destroy never fails open.
+    if (this.#options.failOpen && operation !== 'destroy' && isServerFailure(err)) {
+      this.#options.log.report('memcached', `${(err as Error).message}; ${FAIL_OPEN_CONSEQUENCE[operation]} (failOpen)`)
+      running.handOver(running.spec.fallback)
+    } else running.handOverError(err)
+  }
+
+  succeeded<T, R>(running: Running<T, R>, value: T): void {
+    this.#options.log.recovered('memcached')
+    if (running.trace && running.write) running.trace.write = running.write
+    running.handOver(value)
+  }
+
+  /** Counts and traces an operation as handed over (error, or value). */
+  observed(running: Running<unknown, unknown>, err: unknown, value?: unknown): void {
+    const { operation } = running
+    const hit = operation === 'get' && err === undefined ? value !== null : undefined
+    this.#options.counters.record(operation, running.startedAt, err, hit)
+    if (running.trace) finishTrace(running.trace, err, hit)
   }
 
   /** A listing (all, ids, length, clear): counted and traced like the other operations, on every server. */
@@ -126,94 +248,7 @@ export class OperationRunner {
     return this.#running.whenEmpty()
   }
 
-  #attempt<T, R>(spec: OperationSpec<T, R>, trace: OperationTrace | undefined): Promise<T> {
-    const { operation, sid } = spec
-    if (this.#closed) {
-      const subject = describeSession(sid)
-      return Promise.reject(
-        new MemcacheStoreError('ECLOSED', operation, `${operation} of ${subject} refused: the store was closed; nothing was sent`, {
-          session: subject,
-          reason: 'the store was closed',
-        }),
-      )
-    }
-    let key: string
-    try {
-      key = sessionKey(this.#options.prefix, sid, operation)
-    } catch (err) {
-      // No session can be stored under a key memcached refuses.
-      return operation === 'get' ? Promise.resolve(spec.fallback) : Promise.reject(err)
-    }
-    return new Promise<T>((resolve, reject) => {
-      const id = ++this.#nextId
-      const { failOpen, log } = this.#options
-      const succeed = (value: T) => {
-        log.recovered('memcached')
-        if (trace && running.write) trace.write = running.write
-        resolve(value)
-      }
-      const fail = (err: unknown) => {
-        // A logout that did not happen must not look like one: destroy never fails open.
-        if (failOpen && operation !== 'destroy' && isServerFailure(err)) {
-          log.report('memcached', `${(err as Error).message}; ${FAIL_OPEN_CONSEQUENCE[operation]} (failOpen)`)
-          resolve(spec.fallback)
-        } else reject(err)
-      }
-      const running: Running = {
-        operation,
-        subject: `session ${redactId(sid as string)}`,
-        key,
-        sid: sid as string,
-        deadline: performance.now() + this.#options.timeoutMs,
-        sent: false,
-        locked: false,
-        fail,
-      }
-      this.#running.add(id, running)
-      this.#locks.acquire(
-        key,
-        () => {
-          // Timed out while waiting: the work must never run. The deadline may have passed with its
-          // sweep still to come (a blocked event loop): the waiter then fails here, the same way.
-          if (!this.#running.has(id)) return this.#locks.release(key)
-          if (performance.now() >= running.deadline) {
-            this.#running.delete(id)
-            this.#locks.release(key)
-            return fail(this.#timeoutError(running))
-          }
-          running.locked = true
-          let work: Promise<T>
-          try {
-            work = spec.work(running)
-          } catch (err) {
-            work = Promise.reject(err)
-          }
-          work.then(
-            (value) => {
-              this.#locks.release(key)
-              if (this.#running.delete(id)) succeed(value)
-            },
-            (err) => {
-              this.#locks.release(key)
-              if (this.#running.delete(id)) fail(err)
-            },
-          )
-        },
-        () => {
-          if (!this.#running.delete(id)) return
-          const reason = 'the store was closed while it waited for the session'
-          reject(
-            new MemcacheStoreError('ECLOSED', operation, `${operation} of ${running.subject} abandoned: ${reason}; nothing was sent`, {
-              session: running.subject,
-              reason,
-            }),
-          )
-        },
-      )
-    })
-  }
-
-  #timeoutError(running: Running): MemcacheStoreError {
+  #timeoutError(running: OperationContext): MemcacheStoreError {
     const { operation, subject, sent, key } = running
     const ms = this.#options.timeoutMs
     const server = this.#options.addressFor(key)
@@ -234,6 +269,122 @@ export class OperationRunner {
       reason,
       sent,
     })
+  }
+}
+
+/**
+ * One operation in flight: its context (what its work and the memcached layer see), its place in
+ * the session's lock queue and among the deadlines, and the hand-over of its outcome to the caller.
+ */
+class Running<T, R> implements OperationContext, LockWaiter {
+  readonly operation: Operation
+  readonly key: string
+  readonly sid: string
+  readonly deadline: number
+  readonly id: number
+  readonly spec: OperationSpec<T, R>
+  readonly trace: OperationTrace | undefined
+  readonly startedAt: number
+  sent = false
+  locked = false
+  write: WriteKind | undefined = undefined
+  extendedUntil = 0
+  extendedFor = 0
+  readonly #runner: OperationRunner
+  #resolve: ((value: R) => void) | undefined
+  #reject: ((err: unknown) => void) | undefined
+  #subject: string | undefined = undefined
+
+  constructor(
+    runner: OperationRunner,
+    spec: OperationSpec<T, R>,
+    key: string,
+    sid: string,
+    id: number,
+    trace: OperationTrace | undefined,
+    startedAt: number,
+    resolve: (value: R) => void,
+    reject: (err: unknown) => void,
+  ) {
+    const internal = spec.internal === true
+    this.#runner = runner
+    this.spec = spec
+    this.operation = spec.operation
+    this.key = key
+    this.sid = sid
+    this.id = id
+    this.trace = trace
+    this.startedAt = startedAt
+    // An internal operation is not timed for the counters: its start is read here.
+    this.deadline = (internal ? performance.now() : startedAt) + runner.timeoutMs
+    this.#resolve = resolve
+    this.#reject = reject
+  }
+
+  /** The session as messages name it; built only when a message needs it (failures, debug lines). */
+  get subject(): string {
+    this.#subject ??= `session ${redactId(this.sid)}`
+    return this.#subject
+  }
+
+  turn(): void {
+    this.#runner.turn(this)
+  }
+
+  cancelled(): void {
+    this.#runner.cancelled(this)
+  }
+
+  fail(err: unknown): void {
+    this.#runner.failed(this, err)
+  }
+
+  succeed(value: T): void {
+    this.#runner.succeeded(this, value)
+  }
+
+  /**
+   * Hands a result to express-session's callback (outside the promise chain, next tick) or to the
+   * caller's await, through `finish`; what `finish` throws goes to the callback (or rejects).
+   */
+  handOver(value: T): void {
+    const { finish, callback } = this.spec
+    let out: R
+    try {
+      out = finish ? finish(value, this) : (value as unknown as R)
+    } catch (err) {
+      this.handOverError(err)
+      return
+    }
+    if (this.spec.internal !== true) this.#runner.observed(this as Running<unknown, unknown>, undefined, out)
+    const resolve = this.#resolve
+    this.#letGo()
+    if (callback) process.nextTick(callback, null, out)
+    resolve?.(out)
+  }
+
+  /** With a callback the error goes to it and the caller's promise resolves (undefined); without, the promise rejects. */
+  handOverError(err: unknown): void {
+    if (this.spec.internal !== true) this.#runner.observed(this as Running<unknown, unknown>, err)
+    const { callback } = this.spec
+    const resolve = this.#resolve
+    const reject = this.#reject
+    this.#letGo()
+    if (callback) {
+      process.nextTick(callback, err)
+      resolve?.(undefined as R)
+    } else reject?.(err)
+  }
+
+  /**
+   * Drops the caller's promise once it is settled. This object can stay reachable for a while after
+   * the operation ended (the connection's request and promise reactions refer to it); through the
+   * promise it would keep the session it resolved with alive across young-generation collections,
+   * which then promote it to the old space (see bench/README.md, "Per-operation overhead").
+   */
+  #letGo(): void {
+    this.#resolve = undefined
+    this.#reject = undefined
   }
 }
 

@@ -14,17 +14,7 @@ import { RecentTouches } from './recent-touches.js'
 import { isPlaceholder, PLACEHOLDER, RESERVATION_TTL_SECONDS } from './reservations.js'
 import { type Callback, type OperationContext, OperationRunner, settle } from './runner.js'
 import { type Encoded, SessionWriter } from './saving.js'
-import { cookieExpiry, lifetimeSeconds, memcachedExpiry, renewedLifetimeSeconds } from './ttl.js'
-
-/** What a get read, before it is parsed (parsed when handed over; see `get`). */
-interface Loaded {
-  item: Item
-  context: OperationContext
-  /** Until when the read's get-and-touch extended memcached's expiry (ms since the epoch); 0 without one. */
-  extendedUntil: number
-  /** The lifetime (seconds) that get-and-touch gave the session. */
-  extendedFor: number
-}
+import { cookieExpiry, lifetimeSeconds, lifetimeUntil, memcachedExpiry, renewedLifetimeSeconds } from './ttl.js'
 
 /**
  * memcached keeps an item up to about two seconds past the cookie's expiry (its clock ticks in whole
@@ -105,7 +95,7 @@ export class MemcacheStore extends session.Store {
   }
 
   #get(sid: string, callback: Callback<SessionData | null> | undefined, extend: boolean, internal = false): Promise<SessionData | null> {
-    return this.#runner.run<Loaded | undefined, SessionData | null>({
+    return this.#runner.run<Item | undefined, SessionData | null>({
       operation: 'get',
       sid,
       callback,
@@ -113,8 +103,8 @@ export class MemcacheStore extends session.Store {
       fallback: undefined,
       work: (context) => this.#read(context, extend),
       // Parsed only when handed over: a session parsed earlier would ride the promise chain and
-      // outlive young-generation collections (at 50 KB, most of it was promoted to the old space).
-      finish: (loaded) => (loaded === undefined ? null : this.#toSession(loaded)),
+      // outlive young-generation collections, promoted to the old space (see bench/README.md).
+      finish: (item, context) => (item === undefined || context === undefined ? null : this.#toSession(item, context)),
     })
   }
 
@@ -130,14 +120,17 @@ export class MemcacheStore extends session.Store {
       callback,
       fallback: undefined,
       work: async (context) => {
-        const seconds = lifetimeSeconds(sess, this.#options.ttl)
+        // The cookie's expiry, read once (a string cookie is parsed): the lifetime and the write both need it.
+        const expiresAt = cookieExpiry(sess)
+        const ttl = this.#options.ttl
+        const seconds = typeof ttl === 'function' ? lifetimeSeconds(sess, ttl) : lifetimeUntil(expiresAt, ttl)
         if (seconds < 0) {
           context.write = 'deleted'
           await this.#memcached.delete(context.key, context)
           return
         }
         this.#lifetimeHint = this.#renewedLifetime(sess, seconds)
-        const encoded = this.#encode(sess, context, seconds)
+        const encoded = this.#encode(sess, context, seconds, expiresAt)
         const origin = this.#origins.of(sess)
         if (origin?.key === context.key) return this.#writer.saveLoaded(context, origin, encoded)
         if (isExpressSessionObject(sess, sid)) return this.#writer.saveNew(context, sess, encoded, this.#reservedIds?.claim(sid))
@@ -168,7 +161,7 @@ export class MemcacheStore extends session.Store {
         const origin = this.#origins.of(sess)
         const loadedHere = origin?.key === context.key
         if (loadedHere && storedCookieIsStale(origin.storedExpiry, seconds)) {
-          return this.#writer.saveLoaded(context, origin, this.#encode(sess, context, seconds))
+          return this.#writer.saveLoaded(context, origin, this.#encode(sess, context, seconds, cookieExpiry(sess)))
         }
         if (loadedHere && origin.extendedUntil !== 0 && Math.abs(Date.now() + seconds * 1000 - origin.extendedUntil) < 1000) return
         const found = await this.#memcached.touch(context.key, memcachedExpiry(seconds), context)
@@ -314,16 +307,16 @@ export class MemcacheStore extends session.Store {
     })
   }
 
-  /** GET, or get-and-touch with the lifetime express-session's touch is expected to ask for. */
-  #read(context: OperationContext, extend: boolean): Promise<Loaded | undefined> {
+  /**
+   * GET, or get-and-touch with the lifetime express-session's touch is expected to ask for (noted
+   * on the context: until when, and by how much, the read extends the session).
+   */
+  #read(context: OperationContext, extend: boolean): Promise<Item | undefined> {
     const lifetime = this.#lifetimeHint
-    if (!extend || this.#options.disableTouch || lifetime === undefined) {
-      return this.#memcached.get(context.key, context).then((item) => item && { item, context, extendedUntil: 0, extendedFor: 0 })
-    }
-    const startedAt = Date.now()
-    return this.#memcached
-      .getAndTouch(context.key, memcachedExpiry(lifetime), context)
-      .then((item) => item && { item, context, extendedUntil: startedAt + lifetime * 1000, extendedFor: lifetime })
+    if (!extend || this.#options.disableTouch || lifetime === undefined) return this.#memcached.get(context.key, context)
+    context.extendedUntil = Date.now() + lifetime * 1000
+    context.extendedFor = lifetime
+    return this.#memcached.getAndTouch(context.key, memcachedExpiry(lifetime), context)
   }
 
   /**
@@ -331,7 +324,8 @@ export class MemcacheStore extends session.Store {
    * not a live one. A session found expired after a get-and-touch extended it is deleted (if still
    * unchanged), so that the read does not keep it alive.
    */
-  #toSession({ item, context, extendedUntil, extendedFor }: Loaded): SessionData | null {
+  #toSession(item: Item, context: OperationContext): SessionData | null {
+    const { extendedUntil, extendedFor } = context
     if (isPlaceholder(item.value)) return null
     const decoded = this.#codec.decode(item.value, context.key, context)
     if (!decoded.ok) {
@@ -398,9 +392,9 @@ export class MemcacheStore extends session.Store {
     return typeof this.#options.ttl === 'function' ? seconds : renewedLifetimeSeconds(sess, this.#options.ttl)
   }
 
-  #encode(sess: SessionData, context: OperationContext, seconds: number): Encoded {
+  #encode(sess: SessionData, context: OperationContext, seconds: number, expiresAt: number | undefined): Encoded {
     const { value, text } = this.#codec.encode(sess, context.key, context)
-    return { value, text, expiry: memcachedExpiry(seconds), cookieExpiry: cookieExpiry(sess) }
+    return { value, text, expiry: memcachedExpiry(seconds), cookieExpiry: expiresAt }
   }
 
   #readyHint(err: MemcacheStoreError): string {

@@ -21,7 +21,11 @@ export function lifetimeSeconds(sess: SessionData, ttl: TtlOption, now = Date.no
     }
     return Math.ceil(seconds)
   }
-  const expiresAt = cookieExpiry(sess)
+  return lifetimeUntil(cookieExpiry(sess), ttl, now)
+}
+
+/** `lifetimeSeconds` for a `ttl` number, from the cookie's expiry already read (ms since the epoch, undefined for none). */
+export function lifetimeUntil(expiresAt: number | undefined, ttl: number, now = Date.now()): number {
   if (expiresAt === undefined) return ttl
   const remainingMs = expiresAt - now
   // An expiry this very millisecond has passed (MemoryStore's rule: expires <= now is expired).

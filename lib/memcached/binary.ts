@@ -49,21 +49,34 @@ const NO_EXTRAS: Buffer = Buffer.alloc(0)
 
 /** One binary-protocol request in a single buffer (header, extras, key, value). */
 export function binaryRequest(opcode: number, key: string, opaque: number, extras = NO_EXTRAS, value?: Buffer, cas = 0n): Buffer {
+  const buf = frame(opcode, key, opaque, extras.length, value, cas)
+  extras.copy(buf, HEADER_BYTES)
+  return buf
+}
+
+/**
+ * A request's buffer with its header, key and value written, and `extrasLength` bytes left for
+ * the extras right after the header (the caller writes them: no buffer of their own per request).
+ */
+function frame(opcode: number, key: string, opaque: number, extrasLength: number, value: Buffer | undefined, cas: bigint): Buffer {
   const keyBytes = Buffer.byteLength(key)
-  const valueBytes = value?.length ?? 0
-  const buf = Buffer.allocUnsafe(HEADER_BYTES + extras.length + keyBytes + valueBytes)
+  const valueBytes = value === undefined ? 0 : value.length
+  const buf = Buffer.allocUnsafe(HEADER_BYTES + extrasLength + keyBytes + valueBytes)
   buf[0] = REQUEST_MAGIC
   buf[1] = opcode
   buf.writeUInt16BE(keyBytes, 2)
-  buf[4] = extras.length
+  buf[4] = extrasLength
   buf[5] = 0 // data type
   buf.writeUInt16BE(0, 6) // vbucket
-  buf.writeUInt32BE(extras.length + keyBytes + valueBytes, 8)
+  buf.writeUInt32BE(extrasLength + keyBytes + valueBytes, 8)
   buf.writeUInt32BE(opaque, 12)
-  buf.writeBigUInt64BE(cas, 16)
-  let offset = HEADER_BYTES + extras.copy(buf, HEADER_BYTES)
-  offset += buf.write(key, offset)
-  if (value) value.copy(buf, offset)
+  if (cas === 0n) {
+    buf.writeUInt32BE(0, 16)
+    buf.writeUInt32BE(0, 20)
+  } else buf.writeBigUInt64BE(cas, 16)
+  const offset = HEADER_BYTES + extrasLength
+  buf.write(key, offset)
+  if (value !== undefined) value.copy(buf, offset + keyBytes)
   return buf
 }
 
@@ -71,28 +84,26 @@ function encode(command: Command, opaque: number): Buffer {
   const { name, key } = command
   switch (name) {
     case 'get':
-      return binaryRequest(Opcode.getk, key, opaque)
+      return frame(Opcode.getk, key, opaque, 0, undefined, 0n)
     case 'gat':
-    case 'touch':
-      return binaryRequest(OPCODE_OF[name], key, opaque, expiryExtras(command.expiry ?? 0))
+    case 'touch': {
+      // 4 bytes of extras: the expiry.
+      const buf = frame(OPCODE_OF[name], key, opaque, 4, undefined, 0n)
+      buf.writeUInt32BE(command.expiry ?? 0, HEADER_BYTES)
+      return buf
+    }
     case 'delete':
-      return binaryRequest(Opcode.delete, key, opaque, NO_EXTRAS, undefined, command.cas)
+      return frame(Opcode.delete, key, opaque, 0, undefined, command.cas ?? 0n)
     case 'noop':
-      return binaryRequest(Opcode.noop, '', opaque)
+      return frame(Opcode.noop, '', opaque, 0, undefined, 0n)
     default: {
       // SET, ADD, REPLACE: 4 bytes of flags (always 0: the store keeps nothing in them), 4 of expiry.
-      const extras = Buffer.allocUnsafe(8)
-      extras.writeUInt32BE(0, 0)
-      extras.writeUInt32BE(command.expiry ?? 0, 4)
-      return binaryRequest(OPCODE_OF[name], key, opaque, extras, command.value, command.cas)
+      const buf = frame(OPCODE_OF[name], key, opaque, 8, command.value, command.cas ?? 0n)
+      buf.writeUInt32BE(0, HEADER_BYTES)
+      buf.writeUInt32BE(command.expiry ?? 0, HEADER_BYTES + 4)
+      return buf
     }
   }
-}
-
-function expiryExtras(expiry: number): Buffer {
-  const extras = Buffer.allocUnsafe(4)
-  extras.writeUInt32BE(expiry, 0)
-  return extras
 }
 
 function statusOf(status: number): ReplyStatus | undefined {

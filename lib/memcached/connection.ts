@@ -4,7 +4,7 @@ import { debug } from '../observability.js'
 import { Fifo } from './fifo.js'
 import { ServerHealth } from './health.js'
 import { connectFailureCode, connectFailureReason, stalledOpening } from './socket.js'
-import type { Command, Failure, OpenAttempt, Pending, Reply, RequestContext, Transport, WireProtocol } from './wire.js'
+import type { Command, CommandName, Failure, OpenAttempt, Pending, Reply, RequestContext, Transport, WireProtocol } from './wire.js'
 import type { WriteBatcher } from './write-batcher.js'
 
 /**
@@ -102,26 +102,18 @@ export class Connection {
         return
       }
       this.#opaque = this.#opaque >= 0xfffffff0 ? 1 : this.#opaque + 1
-      const pending: Pending = {
-        command: command.name,
-        key: command.key,
-        opaque: this.#opaque,
-        bytes: this.#options.protocol.encode(command, this.#opaque),
+      const pending = new Request(
+        this,
+        command,
+        this.#opaque,
+        this.#options.protocol.encode(command, this.#opaque),
         context,
-        at: now + this.#options.timeoutMs,
-        probe: admission === 'probe',
-        resolve: (reply) => {
-          let result: T
-          try {
-            result = interpret(reply)
-          } catch (err) {
-            // interpret throws a Failure (a refusing reply); anything else is a bug to pass on as is.
-            return reject(err instanceof Error ? err : this.#error(command.name, context, this.#explained(err as Failure)))
-          }
-          resolve(result)
-        },
-        reject: (failure) => reject(this.#error(command.name, context, failure)),
-      }
+        now + this.#options.timeoutMs,
+        admission === 'probe',
+        interpret,
+        resolve,
+        reject,
+      )
       if (this.#socket !== undefined) {
         this.#write(this.#socket, pending)
         this.#arm(pending.at)
@@ -153,6 +145,11 @@ export class Connection {
   /** Builds the store's error for a failed request of `command`. */
   error(command: string, context: RequestContext, failure: Failure): MemcacheStoreError {
     return this.#error(command, context, failure)
+  }
+
+  /** The store's error for a reply that refused a request (`interpret` threw a Failure). */
+  refusal(command: string, context: RequestContext, failure: Failure): MemcacheStoreError {
+    return this.#error(command, context, this.#explained(failure))
   }
 
   #write(socket: Socket, pending: Pending): void {
@@ -359,5 +356,61 @@ export class Connection {
       `memcached ${command} of ${context.subject} on ${this.address} ${verb}: ${failure.reason}${note}`,
       { server: this.address, command, session: context.subject, sent: failure.sent, reason: failure.reason, cause: failure.cause },
     )
+  }
+}
+
+/** One request of a Connection: what the reader checks a reply against, and how its promise settles. */
+class Request<T> implements Pending {
+  readonly command: CommandName
+  readonly key: string
+  readonly opaque: number
+  readonly bytes: Buffer
+  readonly context: RequestContext
+  at: number
+  probe: boolean
+  readonly #connection: Connection
+  readonly #interpret: (reply: Reply) => T
+  readonly #resolve: (value: T) => void
+  readonly #reject: (err: unknown) => void
+
+  constructor(
+    connection: Connection,
+    command: Command,
+    opaque: number,
+    bytes: Buffer,
+    context: RequestContext,
+    at: number,
+    probe: boolean,
+    interpret: (reply: Reply) => T,
+    resolve: (value: T) => void,
+    reject: (err: unknown) => void,
+  ) {
+    this.#connection = connection
+    this.command = command.name
+    this.key = command.key
+    this.opaque = opaque
+    this.bytes = bytes
+    this.context = context
+    this.at = at
+    this.probe = probe
+    this.#interpret = interpret
+    this.#resolve = resolve
+    this.#reject = reject
+  }
+
+  resolve(reply: Reply): void {
+    let result: T
+    try {
+      result = this.#interpret(reply)
+    } catch (err) {
+      // interpret throws a Failure (a refusing reply); anything else is a bug to pass on as is.
+      this.#reject(err instanceof Error ? err : this.#connection.refusal(this.command, this.context, err as Failure))
+      return
+    }
+    this.#resolve(result)
+  }
+
+  reject(failure: Failure): void {
+    this.#reject(this.#connection.error(this.command, this.context, failure))
   }
 }
