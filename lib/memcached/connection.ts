@@ -15,6 +15,18 @@ import type { WriteBatcher } from './write-batcher.js'
  */
 const OPEN_MARGIN_MS = 50
 
+/**
+ * memcached 1.6 over TLS can leave the last of several pipelined requests unread until more bytes
+ * arrive (a TLS record holding more than one request: the rest stays decrypted inside OpenSSL while
+ * memcached waits for the socket). Measured: a burst of 10 concurrent 2 KB saves, then silence, left
+ * some of them waiting for the timeout. A TLS connection whose requests make no progress this long
+ * is nudged with a no-op, whose bytes make memcached read again; its reply is consumed like any other.
+ */
+const TLS_NUDGE_MS = 10
+
+const NOOP: Command = { name: 'noop', key: '' }
+const ignore = (): void => {}
+
 /** Commands whose outcome is unknown once sent and unanswered: a timed-out write may still be applied. */
 const WRITES: ReadonlySet<string> = new Set(['set', 'add', 'replace', 'cas', 'delete', 'touch'])
 
@@ -65,6 +77,11 @@ export class Connection {
   #answered = false
   /** Whether the server ever answered, on any connection. */
   #everAnswered = false
+  /** TLS only: when `#socket` last carried a reply (or a write to an idle connection), and the nudge timer. */
+  #progressAt = 0
+  #nudgeTimer: NodeJS.Timeout | undefined
+  /** No-ops written to nudge memcached and not yet answered (not requests of the store's callers). */
+  #nudges = 0
 
   constructor(options: ConnectionOptions) {
     this.#options = options
@@ -74,7 +91,7 @@ export class Connection {
 
   /** Requests written or waiting, not yet settled. */
   get inFlight(): number {
-    return this.#written.length + this.#waiting.length
+    return this.#written.length - this.#nudges + this.#waiting.length
   }
 
   get transport(): Transport {
@@ -155,9 +172,31 @@ export class Connection {
   #write(socket: Socket, pending: Pending): void {
     // Requests made while another is in flight leave together at the end of this event-loop turn.
     if (this.#written.length > 0) this.#options.batcher.hold(socket)
+    else if (this.#options.transport.secure) this.#progressAt = performance.now()
     this.#written.push(pending)
     pending.context.sent = true
     socket.write(pending.bytes)
+    if (this.#options.transport.secure) this.#nudgeTimer ??= setTimeout(this.#nudge, TLS_NUDGE_MS)
+  }
+
+  /** TLS: writes a no-op when requests have waited TLS_NUDGE_MS without any reply (see TLS_NUDGE_MS). */
+  #nudge = (): void => {
+    this.#nudgeTimer = undefined
+    const socket = this.#socket
+    if (socket === undefined || this.#written.length === this.#nudges) return
+    const now = performance.now()
+    if (this.#nudges === 0 && now - this.#progressAt >= TLS_NUDGE_MS) {
+      this.#nudges++
+      this.#opaque = this.#opaque >= 0xfffffff0 ? 1 : this.#opaque + 1
+      const context: RequestContext = { operation: 'ready', subject: 'a no-op', deadline: Number.POSITIVE_INFINITY, sent: false }
+      const settled = () => void this.#nudges--
+      const bytes = this.#options.protocol.encode(NOOP, this.#opaque)
+      this.#written.push(
+        new Request(this, NOOP, this.#opaque, bytes, context, now + this.#options.timeoutMs, false, ignore, settled, settled),
+      )
+      socket.write(bytes)
+    }
+    this.#nudgeTimer = setTimeout(this.#nudge, TLS_NUDGE_MS)
   }
 
   #open(): void {
@@ -190,6 +229,7 @@ export class Connection {
         const pending = this.#written.shift() as Pending
         this.#answered = true
         this.#everAnswered = true
+        this.#progressAt = performance.now()
         if (reply.status === 'authError') {
           // memcached closes a connection that did not authenticate: what follows it fails the same way.
           pending.resolve(reply)

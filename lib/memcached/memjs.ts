@@ -94,6 +94,10 @@ export class MemjsTransport extends memjs.Server implements Transport {
     }
   }
 
+  get secure(): boolean {
+    return this.#tls !== undefined
+  }
+
   authRefusal(): string {
     if (this.username && this.password)
       return `SASL authentication failed for user ${JSON.stringify(this.username)} (check the username and password)`

@@ -236,6 +236,10 @@ export class MetaTransport implements Transport {
     this.#credentials = credentials
   }
 
+  get secure(): boolean {
+    return this.#tls !== undefined
+  }
+
   authRefusal(): string {
     if (this.#credentials) return `token authentication failed for user ${JSON.stringify(this.#credentials.username)}`
     return 'the server requires token authentication (memcached -Y) and no credentials are configured (options `username`/`password`, `user:pass@host:port` in `servers`, or MEMCACHE_USERNAME/MEMCACHE_PASSWORD)'

@@ -91,6 +91,8 @@ export interface WireProtocol {
 export interface Transport {
   readonly host: string
   readonly port: number
+  /** Whether connections use TLS. */
+  readonly secure: boolean
   /**
    * Opens a connection; calls `ready` with the socket once it can carry requests (connected,
    * TLS verified, authenticated), or `failed`.
