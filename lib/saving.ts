@@ -33,7 +33,7 @@ export class SessionWriter {
   readonly #counters: Counters
   readonly #merge: boolean
   /** Whether a loaded session's stored cookie decides its expiry near memcached's (see `isExpired`). */
-  readonly #isExpired: (sess: SessionData, ttl: number | undefined) => boolean
+  readonly #isExpired: (sess: SessionData) => boolean
 
   constructor(
     memcached: Memcached,
@@ -41,7 +41,7 @@ export class SessionWriter {
     origins: Origins,
     counters: Counters,
     merge: boolean,
-    isExpired: (sess: SessionData, ttl: number | undefined) => boolean,
+    isExpired: (sess: SessionData) => boolean,
   ) {
     this.#memcached = memcached
     this.#codec = codec
@@ -137,7 +137,7 @@ export class SessionWriter {
       if (current === undefined) return
       const theirs = this.#codec.decode(current.value, key, context)
       // The other writer's session expired meanwhile: it is gone, and this save must not revive it.
-      if (theirs.ok && this.#isExpired(theirs.sess, current.ttl)) return
+      if (theirs.ok && this.#isExpired(theirs.sess)) return
       this.#counters.merges++
       debug('merge: %s is saved over the changes of another request', context.subject)
       const mine = this.#codec.parseFields(encoded.text)

@@ -68,8 +68,8 @@ export class MemcacheStore extends session.Store {
     })
     const cipher = resolved.secrets && new SessionCipher(resolved.secrets, resolved.prefix)
     this.#codec = new SessionCodec(resolved.serializer, cipher, resolved.maxItemSize)
-    this.#writer = new SessionWriter(this.#memcached, this.#codec, this.#origins, this.#counters, resolved.merge, (sess, ttl) =>
-      this.#hasExpired(cookieExpiry(sess), ttl),
+    this.#writer = new SessionWriter(this.#memcached, this.#codec, this.#origins, this.#counters, resolved.merge, (sess) =>
+      hasExpired(cookieExpiry(sess)),
     )
     this.#serverList = this.#memcached.servers.map((server) => server.address).join(',')
     this.#enumeration = new SessionEnumeration({
@@ -337,7 +337,7 @@ export class MemcacheStore extends session.Store {
       return null
     }
     const storedExpiry = cookieExpiry(decoded.sess)
-    if (this.#hasExpired(storedExpiry, item.ttl)) {
+    if (hasExpired(storedExpiry)) {
       if (extendedUntil !== 0) this.#housekeeping('delete', context.sid, (ctx) => this.#memcached.delete(ctx.key, ctx, item.cas))
       return null
     }
@@ -369,22 +369,6 @@ export class MemcacheStore extends session.Store {
       .catch((err: Error) =>
         this.#log.report('housekeeping', `${err.message} (the ${what} that follows a read of an expired or mis-extended session)`),
       )
-  }
-
-  /**
-   * Whether a loaded session has expired by its cookie, to the millisecond, while memcached still
-   * holds it. memcached keeps an item up to about two seconds past the cookie's expiry; an item
-   * still there later than that was extended by a touch (which moves memcached's expiry without
-   * rewriting the stored cookie). With meta, memcached says how long the item had left (`ttl`): more
-   * than the grace means it was extended. With binary, only the time since the cookie's expiry tells.
-   */
-  #hasExpired(expiresAt: number | undefined, ttl: number | undefined): boolean {
-    if (expiresAt === undefined) return false
-    const overdueMs = Date.now() - expiresAt
-    if (overdueMs < 0) return false
-    // With a `ttl` function memcached's expiry does not follow the cookie, so it tells nothing here.
-    if (ttl !== undefined && typeof this.#options.ttl !== 'function') return ttl === -1 || ttl * 1000 < MEMCACHED_GRACE_MS
-    return overdueMs < MEMCACHED_GRACE_MS
   }
 
   /** The lifetime a later touch of this session will ask for (what reads extend sessions by); a `ttl` function's answer as is. */
@@ -432,4 +416,17 @@ function storedCookieIsStale(storedExpiry: number | undefined, seconds: number):
 function isExpressSessionObject(sess: object, sid: string): boolean {
   const candidate = sess as { id?: unknown; save?: unknown; regenerate?: unknown }
   return candidate.id === sid && typeof candidate.save === 'function' && typeof candidate.regenerate === 'function'
+}
+
+/**
+ * Whether a loaded session has expired by its cookie, to the millisecond, while memcached still
+ * holds it. memcached keeps an item up to about two seconds past the cookie's expiry; an item still
+ * there later than that was extended by a touch (which moves memcached's expiry without rewriting the
+ * stored cookie). memcached's remaining TTL (meta's `t`) cannot tell more: another process's
+ * get-and-touch of the same expired session may have just extended it.
+ */
+function hasExpired(expiresAt: number | undefined): boolean {
+  if (expiresAt === undefined) return false
+  const overdueMs = Date.now() - expiresAt
+  return overdueMs >= 0 && overdueMs < MEMCACHED_GRACE_MS
 }

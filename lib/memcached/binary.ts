@@ -232,7 +232,6 @@ function replyOf(buf: Buffer, offset: number, expected: Pending): Reply | string
       status: 'serverError',
       value: undefined,
       cas: 0n,
-      ttl: undefined,
       message: STATUS_TEXT[status] ?? `status 0x${status.toString(16).padStart(4, '0')}`,
     }
   }
@@ -241,7 +240,6 @@ function replyOf(buf: Buffer, offset: number, expected: Pending): Reply | string
     status: kind,
     value: hasValue ? buf.subarray(keyStart + keyLength, end) : undefined,
     cas: status === Status.ok ? buf.readBigUInt64BE(offset + 16) : 0n,
-    ttl: undefined,
     message: undefined,
   }
 }

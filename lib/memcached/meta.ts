@@ -32,10 +32,9 @@ function encode(command: Command, opaque: number): Buffer {
   const { name, key } = command
   switch (name) {
     case 'get':
-      return Buffer.from(`mg ${key} v c t k O${opaque}\r\n`)
+      return Buffer.from(`mg ${key} v c k O${opaque}\r\n`)
     case 'gat':
-      // `t` reports the TTL the item had before this request's `T` replaced it.
-      return Buffer.from(`mg ${key} v c t k O${opaque} T${command.expiry ?? 0}\r\n`)
+      return Buffer.from(`mg ${key} v c k O${opaque} T${command.expiry ?? 0}\r\n`)
     case 'touch':
       return Buffer.from(`mg ${key} k O${opaque} T${command.expiry ?? 0}\r\n`)
     case 'delete':
@@ -151,15 +150,15 @@ function parseLine(line: string, expected: Pending | undefined, limit: number): 
   if (code === 'SERVER_ERROR') {
     const message = line.slice(13)
     const status = /too large/i.test(message) ? 'tooLarge' : /out of memory/i.test(message) ? 'serverError' : 'serverError'
-    return { reply: { status, value: undefined, cas: 0n, ttl: undefined, message } }
+    return { reply: { status, value: undefined, cas: 0n, message } }
   }
   if (code === 'CLIENT_ERROR' && /unauthenticated|authentication/i.test(line)) {
-    return { reply: { status: 'authError', value: undefined, cas: 0n, ttl: undefined, message: line } }
+    return { reply: { status: 'authError', value: undefined, cas: 0n, message: line } }
   }
   if (!ALLOWED[expected.command].includes(code)) {
     return `${JSON.stringify(line.slice(0, 80))} where the answer to ${expected.command === 'noop' ? 'mn' : expected.command} was due`
   }
-  const reply: Reply = { status: statusOf(code, expected.command), value: undefined, cas: 0n, ttl: undefined, message: undefined }
+  const reply: Reply = { status: statusOf(code, expected.command), value: undefined, cas: 0n, message: undefined }
   if (code === 'MN') return { reply }
   let first = 1
   let valueLength: number | undefined
@@ -190,9 +189,8 @@ function parseLine(line: string, expected: Pending | undefined, limit: number): 
         if (!UNSIGNED.test(token.slice(1))) return `a CAS that is not a number in ${JSON.stringify(line.slice(0, 80))}`
         reply.cas = BigInt(token.slice(1))
         break
-      case 0x74: // t
+      case 0x74: // t: not asked for, but a malformed one still means a stream not to trust
         if (!TTL.test(token.slice(1))) return `a TTL that is not a number in ${JSON.stringify(line.slice(0, 80))}`
-        reply.ttl = Number(token.slice(1))
         break
     }
   }

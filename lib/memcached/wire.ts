@@ -19,8 +19,6 @@ export interface Reply {
   value: Buffer | undefined
   /** The item's CAS; 0n when the reply carries none. */
   cas: bigint
-  /** Seconds the item had left before this request (-1: no expiry); undefined when the protocol cannot say (binary). */
-  ttl: number | undefined
   /** memcached's own words for a `serverError`. */
   message: string | undefined
 }
