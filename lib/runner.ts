@@ -88,11 +88,7 @@ export class OperationRunner {
   run<T, R = T>(spec: OperationSpec<T, R>): Promise<R> {
     const internal = spec.internal === true
     const startedAt = internal ? 0 : performance.now()
-    const trace = !internal && operationChannel.hasSubscribers ? this.#trace(spec.operation, spec.sid) : undefined
-    if (trace) {
-      operationChannel.start.publish(trace)
-      operationChannel.end.publish(trace)
-    }
+    const trace = !internal && operationChannel.hasSubscribers ? startTrace(this.#trace(spec.operation, spec.sid)) : undefined
     const { operation, sid } = spec
     if (this.#closed) {
       const subject = describeSession(sid)
@@ -131,12 +127,7 @@ export class OperationRunner {
     const { operation, finish } = spec
     const finishing = finish && ((value: T) => finish(value, undefined))
     if (spec.internal) return settle(result, spec.callback, finishing)
-    const counters = this.#options.counters
-    return settle(result, spec.callback, finishing, (err, value) => {
-      const hit = operation === 'get' && err === undefined ? value !== null : undefined
-      counters.record(operation, startedAt, err, hit)
-      if (trace) finishTrace(trace, err, hit)
-    })
+    return settle(result, spec.callback, finishing, (err, value) => this.#record(operation, startedAt, trace, err, value))
   }
 
   /** The lock of `running`'s session is its own after a wait: runs its work, unless its deadline passed meanwhile. */
@@ -210,26 +201,21 @@ export class OperationRunner {
 
   /** Counts and traces an operation as handed over (error, or value). */
   observed(running: Running<unknown, unknown>, err: unknown, value?: unknown): void {
-    const { operation } = running
-    const hit = operation === 'get' && err === undefined ? value !== null : undefined
-    this.#options.counters.record(operation, running.startedAt, err, hit)
-    if (running.trace) finishTrace(running.trace, err, hit)
+    this.#record(running.operation, running.startedAt, running.trace, err, value)
   }
 
   /** A listing (all, ids, length, clear): counted and traced like the other operations, on every server. */
   list<T>(operation: Operation, servers: string, callback: Callback<T> | undefined, work: () => Promise<T>): Promise<T> {
     const startedAt = performance.now()
-    const trace: OperationTrace | undefined = operationChannel.hasSubscribers
-      ? { operation, server: servers, session: undefined }
-      : undefined
-    if (trace) {
-      operationChannel.start.publish(trace)
-      operationChannel.end.publish(trace)
-    }
-    return settle(work(), callback, undefined, (err) => {
-      this.#options.counters.record(operation, startedAt, err)
-      if (trace) finishTrace(trace, err, undefined)
-    })
+    const trace = operationChannel.hasSubscribers ? startTrace({ operation, server: servers, session: undefined }) : undefined
+    return settle(work(), callback, undefined, (err) => this.#record(operation, startedAt, trace, err))
+  }
+
+  /** The counters and the trace of a settled operation; for `get`, whether it found a session. */
+  #record(operation: Operation, startedAt: number, trace: OperationTrace | undefined, err: unknown, value?: unknown): void {
+    const hit = operation === 'get' && err === undefined ? value !== null : undefined
+    this.#options.counters.record(operation, startedAt, err, hit)
+    if (trace) finishTrace(trace, err, hit)
   }
 
   #trace(operation: Operation, sid: unknown): OperationTrace {
@@ -391,6 +377,13 @@ class Running<T, R> implements OperationContext, LockWaiter {
 /** How messages name a session: a shortened ID, never the whole one. */
 export function describeSession(sid: unknown): string {
   return typeof sid === 'string' && sid !== '' ? `session ${redactId(sid)}` : 'a session'
+}
+
+/** A trace's `start` and `end` (the synchronous part of an operation returns at once). */
+function startTrace(trace: OperationTrace): OperationTrace {
+  operationChannel.start.publish(trace)
+  operationChannel.end.publish(trace)
+  return trace
 }
 
 /** The rest of a trace once the operation settled: `error`, then `asyncStart` and `asyncEnd`, as tracePromise publishes them. */
