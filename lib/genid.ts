@@ -2,8 +2,9 @@ import { randomBytes } from 'node:crypto'
 import { isServerFailure, redactId } from './errors.js'
 import { keyProblem } from './keys.js'
 import type { BurstLog } from './log.js'
+import type { Memcached } from './memcached/memcached.js'
 import { debug } from './observability.js'
-import { RESERVATION_TTL_SECONDS } from './reservations.js'
+import { PLACEHOLDER, RESERVATION_TTL_SECONDS } from './reservations.js'
 
 /** express-session's default: 24 random bytes (192 bits) in base64url, as uid-safe makes them. */
 export function randomSessionId(): string {
@@ -193,4 +194,27 @@ export class ReservedIds {
 
 function isStale(reservation: Reservation, now: number): boolean {
   return now - reservation.at > RESERVATION_TTL_SECONDS * 1000 - STALE_MARGIN_MS
+}
+
+/** A pool that reserves IDs under `prefix` on `memcached`: an ADD of the placeholder each, with the store's timeout. */
+export function reservedIdsOn(
+  memcached: Memcached,
+  options: { prefix: string; timeoutMs: number; generate: () => string; log: BurstLog },
+): ReservedIds {
+  const context = (sid: string) => ({
+    operation: 'genid' as const,
+    subject: `session ${redactId(sid)}`,
+    deadline: performance.now() + options.timeoutMs,
+    sent: false,
+  })
+  return new ReservedIds({
+    prefix: options.prefix,
+    generate: options.generate,
+    log: options.log,
+    reserve: async (sid, key) => {
+      const added = await memcached.store('add', key, PLACEHOLDER, RESERVATION_TTL_SECONDS, context(sid))
+      return added.status === 'ok' ? added.cas : 'taken'
+    },
+    release: (sid, key, cas) => memcached.delete(key, context(sid), cas),
+  })
 }

@@ -2,25 +2,20 @@ import session, { type SessionData } from 'express-session'
 import { SessionCodec } from './codec.js'
 import { SessionCipher } from './crypto.js'
 import { SessionEnumeration } from './enumeration.js'
-import { MemcacheStoreError, redactId } from './errors.js'
-import { ReservedIds } from './genid.js'
+import { type ReservedIds, reservedIdsOn } from './genid.js'
+import { hasExpired, SessionLoader } from './loading.js'
 import { BurstLog } from './log.js'
 import { createMemcached } from './memcached/index.js'
 import type { Item, Memcached, ServerState } from './memcached/memcached.js'
-import { Counters, debug, type StoreCounters } from './observability.js'
+import { Counters, type StoreCounters } from './observability.js'
 import { type MemcacheStoreOptions, type ResolvedOptions, resolveOptions } from './options.js'
 import { Origins } from './origins.js'
+import { checkReady } from './readiness.js'
 import { RecentTouches } from './recent-touches.js'
-import { isPlaceholder, PLACEHOLDER, RESERVATION_TTL_SECONDS } from './reservations.js'
+import { RESERVATION_TTL_SECONDS } from './reservations.js'
 import { type Callback, type OperationContext, OperationRunner, settle } from './runner.js'
 import { type Encoded, SessionWriter } from './saving.js'
-import { cookieExpiry, lifetimeSeconds, lifetimeUntil, memcachedExpiry, renewedLifetimeSeconds } from './ttl.js'
-
-/**
- * memcached keeps an item up to about two seconds past the cookie's expiry (its clock ticks in whole
- * seconds and the store adds one); this is that window, with a second of margin.
- */
-const MEMCACHED_GRACE_MS = 3000
+import { cookieExpiry, lifetimeSeconds, lifetimeUntil, memcachedExpiry } from './ttl.js'
 
 /** Whether reads move the expiry themselves (get-and-touch). The benchmark turns it off to measure it. */
 const GET_AND_TOUCH = process.env.EXPRESS_SESSION_MEMCACHE_GET_AND_TOUCH !== '0'
@@ -34,11 +29,10 @@ export class MemcacheStore extends session.Store {
   readonly #codec: SessionCodec
   readonly #origins = new Origins()
   readonly #writer: SessionWriter
+  readonly #loader: SessionLoader
   readonly #log: BurstLog
   readonly #enumeration: SessionEnumeration
   readonly #recentTouches: RecentTouches | undefined
-  /** The lifetime (seconds) of the latest session written or touched: what a read extends sessions by. */
-  #lifetimeHint: number | undefined
   #reservedIds: ReservedIds | undefined
   readonly #counters = new Counters()
   /** Every server's address, as listings report them. */
@@ -68,9 +62,16 @@ export class MemcacheStore extends session.Store {
     })
     const cipher = resolved.secrets && new SessionCipher(resolved.secrets, resolved.prefix)
     this.#codec = new SessionCodec(resolved.serializer, cipher, resolved.maxItemSize)
-    this.#writer = new SessionWriter(this.#memcached, this.#codec, this.#origins, this.#counters, resolved.merge, (sess) =>
-      hasExpired(cookieExpiry(sess)),
-    )
+    this.#writer = new SessionWriter(this.#memcached, this.#codec, this.#origins, this.#counters, resolved.merge, hasExpired)
+    this.#loader = new SessionLoader({
+      memcached: this.#memcached,
+      codec: this.#codec,
+      origins: this.#origins,
+      log: this.#log,
+      ttl: resolved.ttl,
+      disableTouch: resolved.disableTouch,
+      followUp: (what, sid, request) => this.#followUp(what, sid, request),
+    })
     this.#serverList = this.#memcached.servers.map((server) => server.address).join(',')
     this.#enumeration = new SessionEnumeration({
       prefix: this.prefix,
@@ -101,10 +102,9 @@ export class MemcacheStore extends session.Store {
       callback,
       internal,
       fallback: undefined,
-      work: (context) => this.#read(context, extend),
-      // Parsed only when handed over: a session parsed earlier would ride the promise chain and
-      // outlive young-generation collections, promoted to the old space (see bench/README.md).
-      finish: (item, context) => (item === undefined || context === undefined ? null : this.#toSession(item, context)),
+      work: (context) => this.#loader.read(context, extend),
+      // Parsed only when handed over (see SessionLoader).
+      finish: (item, context) => (item === undefined || context === undefined ? null : this.#loader.toSession(item, context)),
     })
   }
 
@@ -129,7 +129,7 @@ export class MemcacheStore extends session.Store {
           await this.#memcached.delete(context.key, context)
           return
         }
-        this.#lifetimeHint = this.#renewedLifetime(sess, seconds)
+        this.#loader.noteLifetime(sess, seconds)
         const encoded = this.#encode(sess, context, seconds, expiresAt)
         const origin = this.#origins.of(sess)
         if (origin?.key === context.key) return this.#writer.saveLoaded(context, origin, encoded)
@@ -157,7 +157,7 @@ export class MemcacheStore extends session.Store {
       work: async (context) => {
         const seconds = lifetimeSeconds(sess, this.#options.ttl)
         if (seconds < 0) return
-        this.#lifetimeHint = this.#renewedLifetime(sess, seconds)
+        this.#loader.noteLifetime(sess, seconds)
         const origin = this.#origins.of(sess)
         const loadedHere = origin?.key === context.key
         if (loadedHere && storedCookieIsStale(origin.storedExpiry, seconds)) {
@@ -212,31 +212,9 @@ export class MemcacheStore extends session.Store {
     return this.#runner.list('clear', this.#serverList, callback, () => this.#enumeration.clear().then(() => undefined))
   }
 
-  /** Resolves once every server answers; rejects with an Error naming each one that does not, and why. */
-  async ready(): Promise<void> {
-    const servers = this.#memcached.servers
-    const context = () => ({
-      operation: 'ready' as const,
-      subject: 'a readiness check',
-      deadline: performance.now() + this.#options.timeout,
-      sent: false,
-    })
-    const results = await Promise.allSettled(servers.map((server) => this.#memcached.ping(server, context())))
-    const failures = results.flatMap((result, i) =>
-      result.status === 'rejected' ? [{ server: servers[i], err: result.reason as MemcacheStoreError }] : [],
-    )
-    if (failures.length === 0) return
-    // One cause shared by every failure that names a fix (credentials, TLS, protocol) keeps its code.
-    const codes = new Set(failures.map(({ err }) => err.code))
-    const [only] = codes
-    const code = codes.size === 1 && (only === 'EAUTH' || only === 'ETLS' || only === 'EPROTOCOL') ? only : 'ESERVERDOWN'
-    const described = failures.map(({ server, err }) => `${server.address} (${err.reason}${this.#readyHint(err)})`)
-    throw new MemcacheStoreError(
-      code,
-      'ready',
-      `memcached is not ready: ${failures.length} of ${servers.length} server(s) did not answer: ${described.join('; ')}`,
-      { server: failures.length === 1 ? failures[0].server.address : undefined, reason: described.join('; '), sent: true },
-    )
+  /** Resolves once every server answers; rejects with an Error naming each one that does not, why, and what to change. */
+  ready(): Promise<void> {
+    return checkReady(this.#memcached, this.#options.timeout, this.#options.tls !== undefined)
   }
 
   /**
@@ -246,7 +224,12 @@ export class MemcacheStore extends session.Store {
    * ready. Reserving starts the first time this property is read.
    */
   get genid(): (req?: unknown) => string {
-    this.#reservedIds ??= this.#reserveIds()
+    this.#reservedIds ??= reservedIdsOn(this.#memcached, {
+      prefix: this.prefix,
+      timeoutMs: this.#options.timeout,
+      generate: this.#options.generateId,
+      log: this.#log,
+    })
     const ids = this.#reservedIds
     return () => ids.take()
   }
@@ -288,75 +271,8 @@ export class MemcacheStore extends session.Store {
     return created
   }
 
-  #reserveIds(): ReservedIds {
-    const context = (sid: string) => ({
-      operation: 'genid' as const,
-      subject: `session ${redactId(sid)}`,
-      deadline: performance.now() + this.#options.timeout,
-      sent: false,
-    })
-    return new ReservedIds({
-      prefix: this.prefix,
-      generate: this.#options.generateId,
-      log: this.#log,
-      reserve: async (sid, key) => {
-        const added = await this.#memcached.store('add', key, PLACEHOLDER, RESERVATION_TTL_SECONDS, context(sid))
-        return added.status === 'ok' ? added.cas : 'taken'
-      },
-      release: (sid, key, cas) => this.#memcached.delete(key, context(sid), cas),
-    })
-  }
-
-  /**
-   * GET, or get-and-touch with the lifetime express-session's touch is expected to ask for (noted
-   * on the context: until when, and by how much, the read extends the session).
-   */
-  #read(context: OperationContext, extend: boolean): Promise<Item | undefined> {
-    const lifetime = this.#lifetimeHint
-    if (!extend || this.#options.disableTouch || lifetime === undefined) return this.#memcached.get(context.key, context)
-    context.extendedUntil = Date.now() + lifetime * 1000
-    context.extendedFor = lifetime
-    return this.#memcached.getAndTouch(context.key, memcachedExpiry(lifetime), context)
-  }
-
-  /**
-   * A loaded item as a session (remembering its CAS and text for the next save), or null when it is
-   * not a live one. A session found expired after a get-and-touch extended it is deleted (if still
-   * unchanged), so that the read does not keep it alive.
-   */
-  #toSession(item: Item, context: OperationContext): SessionData | null {
-    const { extendedUntil, extendedFor } = context
-    if (isPlaceholder(item.value)) return null
-    const decoded = this.#codec.decode(item.value, context.key, context)
-    if (!decoded.ok) {
-      debug('decode failure: %s is not a session (%s)', context.subject, decoded.reason)
-      this.#log.report(
-        'decode',
-        `the stored value of ${context.subject} is not a session (${decoded.reason}); it was treated as no session`,
-      )
-      return null
-    }
-    const storedExpiry = cookieExpiry(decoded.sess)
-    if (hasExpired(storedExpiry)) {
-      if (extendedUntil !== 0) this.#housekeeping('delete', context.sid, (ctx) => this.#memcached.delete(ctx.key, ctx, item.cas))
-      return null
-    }
-    let extended = extendedUntil
-    if (extended !== 0) {
-      const lifetime = renewedLifetimeSeconds(decoded.sess, this.#options.ttl)
-      if (Math.abs(lifetime - extendedFor) > 1) {
-        // The read extended this session by another session's lifetime: correct it now rather than
-        // rely on a later touch (a request that ends without one would leave it wrong).
-        extended = 0
-        if (lifetime >= 0) this.#housekeeping('touch', context.sid, (ctx) => this.#memcached.touch(ctx.key, memcachedExpiry(lifetime), ctx))
-      }
-    }
-    this.#origins.remember(decoded.sess, { key: context.key, cas: item.cas, text: decoded.text, storedExpiry, extendedUntil: extended })
-    return decoded.sess
-  }
-
   /** A follow-up request of a read, run like an operation of its own; its failure is logged, the read's result stands. */
-  #housekeeping(what: string, sid: string, request: (context: OperationContext) => Promise<unknown>): void {
+  #followUp(what: 'delete' | 'touch', sid: string, request: (context: OperationContext) => Promise<unknown>): void {
     this.#runner
       .run<unknown>({
         operation: what === 'delete' ? 'destroy' : 'touch',
@@ -371,27 +287,9 @@ export class MemcacheStore extends session.Store {
       )
   }
 
-  /** The lifetime a later touch of this session will ask for (what reads extend sessions by); a `ttl` function's answer as is. */
-  #renewedLifetime(sess: SessionData, seconds: number): number {
-    return typeof this.#options.ttl === 'function' ? seconds : renewedLifetimeSeconds(sess, this.#options.ttl)
-  }
-
   #encode(sess: SessionData, context: OperationContext, seconds: number, expiresAt: number | undefined): Encoded {
     const { value, text } = this.#codec.encode(sess, context.key, context)
     return { value, text, expiry: memcachedExpiry(seconds), cookieExpiry: expiresAt }
-  }
-
-  #readyHint(err: MemcacheStoreError): string {
-    if (err.code === 'ETIMEDOUT' && this.#memcached.protocol === 'binary') {
-      return "; if the server accepts only text and meta commands (memcached -B ascii, ElastiCache Serverless, a proxy), use `protocol: 'meta'`"
-    }
-    if (err.code === 'ECONNCLOSED') {
-      const tls = this.#options.tls ? '' : '; if the server expects TLS, set `tls`'
-      const binary =
-        this.#memcached.protocol === 'meta' ? "; if it speaks only the binary protocol (SASL, -B binary), use `protocol: 'binary'`" : ''
-      return tls + binary
-    }
-    return ''
   }
 }
 
@@ -416,17 +314,4 @@ function storedCookieIsStale(storedExpiry: number | undefined, seconds: number):
 function isExpressSessionObject(sess: object, sid: string): boolean {
   const candidate = sess as { id?: unknown; save?: unknown; regenerate?: unknown }
   return candidate.id === sid && typeof candidate.save === 'function' && typeof candidate.regenerate === 'function'
-}
-
-/**
- * Whether a loaded session has expired by its cookie, to the millisecond, while memcached still
- * holds it. memcached keeps an item up to about two seconds past the cookie's expiry; an item still
- * there later than that was extended by a touch (which moves memcached's expiry without rewriting the
- * stored cookie). memcached's remaining TTL (meta's `t`) cannot tell more: another process's
- * get-and-touch of the same expired session may have just extended it.
- */
-function hasExpired(expiresAt: number | undefined): boolean {
-  if (expiresAt === undefined) return false
-  const overdueMs = Date.now() - expiresAt
-  return overdueMs >= 0 && overdueMs < MEMCACHED_GRACE_MS
 }
