@@ -112,7 +112,8 @@ export function metaReader(handlers: ReplyHandlers, limit: number): (chunk: Buff
           break
         }
         const expected = handlers.expected()
-        const parsed = parseLine(buf.toString('utf8', offset, lineEnd), expected, limit)
+        const parsed =
+          parseHeader(buf, offset, lineEnd, expected, limit) ?? parseLine(buf.toString('utf8', offset, lineEnd), expected, limit)
         if (typeof parsed === 'string') return fail(parsed)
         if (parsed.value === undefined) {
           offset = lineEnd + 2
@@ -140,6 +141,98 @@ export function metaReader(handlers: ReplyHandlers, limit: number): (chunk: Buff
       buf = offset === buf.length ? Buffer.alloc(0) : buf.subarray(offset)
     }
   }
+}
+
+/** Reply codes as their two bytes: the codes a meta request may get, read without decoding the line. */
+const CODES: Record<number, string> = { 22081: 'VA', 18500: 'HD', 17742: 'EN', 20051: 'NS', 17752: 'EX', 20038: 'NF', 19790: 'MN' }
+
+/**
+ * The common replies (a known code, flags the store asked for) read straight from the bytes:
+ * undefined when the line needs the full, string-based reading below (errors, a base64 key,
+ * anything unusual), which words every problem.
+ */
+function parseHeader(
+  buf: Buffer,
+  start: number,
+  end: number,
+  expected: Pending | undefined,
+  limit: number,
+): { reply: Reply; value?: number } | undefined {
+  if (expected === undefined || end - start < 2 || (end - start > 2 && buf[start + 2] !== 0x20)) return undefined
+  const code = CODES[(buf[start] << 8) | buf[start + 1]]
+  if (code === undefined || !ALLOWED[expected.command].includes(code)) return undefined
+  const reply: Reply = { status: statusOf(code, expected.command), value: undefined, cas: 0n, message: undefined }
+  if (code === 'MN') return end - start === 2 ? { reply } : undefined
+  let at = start + 3
+  let valueLength: number | undefined
+  if (code === 'VA') {
+    const lengthEnd = tokenEnd(buf, at, end)
+    valueLength = digits(buf, at, lengthEnd)
+    if (valueLength === undefined || valueLength > limit) return undefined
+    at = lengthEnd + 1
+  }
+  let opaqueSeen = false
+  let keySeen = false
+  for (; at < end; at++) {
+    const last = tokenEnd(buf, at, end)
+    switch (buf[at]) {
+      case 0x4f: // O
+        if (digits(buf, at + 1, last) !== expected.opaque) return undefined
+        opaqueSeen = true
+        break
+      case 0x6b: // k
+        if (!bytesEqual(buf, at + 1, last, expected.key)) return undefined
+        keySeen = true
+        break
+      case 0x63: {
+        // c: a CAS up to 15 digits is exact as a Number; longer ones take the string reading.
+        if (last - at - 1 > 15) return undefined
+        const cas = digits(buf, at + 1, last)
+        if (cas === undefined) return undefined
+        reply.cas = BigInt(cas)
+        break
+      }
+      default:
+        return undefined
+    }
+    at = last
+  }
+  const asksKey = expected.command === 'get' || expected.command === 'gat' || expected.command === 'touch'
+  return opaqueSeen && (keySeen || !asksKey) ? { reply, value: valueLength } : undefined
+}
+
+function tokenEnd(buf: Buffer, from: number, end: number): number {
+  const space = buf.indexOf(0x20, from)
+  return space < 0 || space > end ? end : space
+}
+
+/** The decimal number in buf[from, to), or undefined when it is not one. */
+function digits(buf: Buffer, from: number, to: number): number | undefined {
+  if (to <= from || to - from > 15) return undefined
+  let n = 0
+  for (let i = from; i < to; i++) {
+    const d = buf[i] - 0x30
+    if (d < 0 || d > 9) return undefined
+    n = n * 10 + d
+  }
+  return n
+}
+
+/** Whether buf[from, to) holds `text`'s UTF-8 bytes (ASCII compared in place). */
+function bytesEqual(buf: Buffer, from: number, to: number, text: string): boolean {
+  if (to - from === text.length) {
+    let ascii = true
+    for (let i = 0; i < text.length; i++) {
+      const c = text.charCodeAt(i)
+      if (c >= 0x80) {
+        ascii = false
+        break
+      }
+      if (buf[from + i] !== c) return false
+    }
+    if (ascii) return true
+  }
+  return buf.toString('utf8', from, to) === text
 }
 
 /** A reply line checked against the request it must answer; the length of its value for `VA`. */
