@@ -122,7 +122,13 @@ function serializeError(context: CodecContext, reason: string, cause?: unknown):
 function nestsDeeperThan(value: unknown, limit: number): boolean {
   if (limit < 0) return true
   if (typeof value !== 'object' || value === null) return false
-  for (const child of Array.isArray(value) ? value : Object.values(value)) {
+  if (Array.isArray(value)) {
+    for (const child of value) if (typeof child === 'object' && child !== null && nestsDeeperThan(child, limit - 1)) return true
+    return false
+  }
+  // for...in rather than Object.values: no array per object (every session read of more than 1 KB walks this).
+  for (const name in value) {
+    const child = (value as Record<string, unknown>)[name]
     if (typeof child === 'object' && child !== null && nestsDeeperThan(child, limit - 1)) return true
   }
   return false

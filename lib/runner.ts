@@ -50,6 +50,8 @@ export interface RunnerOptions {
   addressFor(key: string): string
 }
 
+const DONE: Promise<void> = Promise.resolve()
+
 const FAIL_OPEN_CONSEQUENCE: Partial<Record<Operation, string>> = {
   get: 'served as no session',
   set: 'session not saved',
@@ -202,6 +204,15 @@ export class OperationRunner {
   /** Counts and traces an operation as handed over (error, or value). */
   observed(running: Running<unknown, unknown>, err: unknown, value?: unknown): void {
     this.#record(running.operation, running.startedAt, running.trace, err, value)
+  }
+
+  /** An operation that turned out to need no request (a touch the read already made): counted, traced, handed over at once. */
+  nothingToDo(operation: Operation, sid: string, callback: Callback<void> | undefined): Promise<void> {
+    const startedAt = performance.now()
+    const trace = operationChannel.hasSubscribers ? startTrace(this.#trace(operation, sid)) : undefined
+    this.#record(operation, startedAt, trace, undefined)
+    if (callback) process.nextTick(callback, null)
+    return DONE
   }
 
   /** A listing (all, ids, length, clear): counted and traced like the other operations, on every server. */

@@ -149,6 +149,8 @@ export class MemcacheStore extends session.Store {
     if (this.#options.disableTouch) return settle(Promise.resolve(), callback)
     // touchAfter: only keys that were sent once are remembered, so a hit is a valid key.
     if (this.#recentTouches?.isRecent(this.prefix + sid)) return settle(Promise.resolve(), callback)
+    // The read that loaded the session already set this expiry: nothing to send, no need for the lock.
+    if (this.#readCovers(sid, sess)) return this.#runner.nothingToDo('touch', sid, callback)
     return this.#runner.run<void>({
       operation: 'touch',
       sid,
@@ -163,11 +165,21 @@ export class MemcacheStore extends session.Store {
         if (loadedHere && storedCookieIsStale(origin.storedExpiry, seconds)) {
           return this.#writer.saveLoaded(context, origin, this.#encode(sess, context, seconds, cookieExpiry(sess)))
         }
-        if (loadedHere && origin.extendedUntil !== 0 && Math.abs(Date.now() + seconds * 1000 - origin.extendedUntil) < 1000) return
         const found = await this.#memcached.touch(context.key, memcachedExpiry(seconds), context)
         if (found) this.#recentTouches?.record(context.key)
       },
     })
+  }
+
+  /** Whether the get-and-touch that loaded `sess` set the expiry this touch would (within a second), and its stored cookie is fresh. */
+  #readCovers(sid: string, sess: SessionData): boolean {
+    const origin = this.#origins.of(sess)
+    if (origin === undefined || origin.extendedUntil === 0 || origin.key !== this.prefix + sid) return false
+    const seconds = lifetimeSeconds(sess, this.#options.ttl)
+    if (seconds < 0 || storedCookieIsStale(origin.storedExpiry, seconds)) return false
+    if (Math.abs(Date.now() + seconds * 1000 - origin.extendedUntil) >= 1000) return false
+    this.#loader.noteLifetime(sess, seconds)
+    return true
   }
 
   /** Deletes a session. Its failure is always passed on, even with `failOpen`: a logout must never be faked. */
