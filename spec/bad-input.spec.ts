@@ -163,8 +163,26 @@ describe('stored values that are not sessions', () => {
   })
 })
 
+/** An array nested `levels` deep. */
+function nested(levels: number): unknown {
+  let value: unknown = []
+  for (let i = 1; i < levels; i++) value = [value]
+  return value
+}
+
+/** A serializer whose text has no brackets at all (base64 of the JSON): its text says nothing about nesting. */
+const base64Json = {
+  stringify: (s: unknown) => Buffer.from(JSON.stringify(s)).toString('base64'),
+  parse: (text: string) => JSON.parse(Buffer.from(text, 'base64').toString()),
+}
+
+const nonStringSerializer = {
+  parse: JSON.parse,
+  stringify: (s: unknown) => ((s as { weird?: boolean }).weird ? (42 as unknown as string) : JSON.stringify(s)),
+}
+
 describe('sessions memcached cannot hold', () => {
-  const cases: Array<[string, () => Record<string, unknown>, string]> = [
+  const cases: Array<[string, () => Record<string, unknown>, string, { parse(text: string): unknown; stringify(s: unknown): string }?]> = [
     ['a BigInt', () => ({ big: 10n }), 'ESERIALIZE'],
     [
       'a circular reference',
@@ -176,18 +194,13 @@ describe('sessions memcached cannot hold', () => {
       'ESERIALIZE',
     ],
     ['over the item limit', () => ({ blob: 'x'.repeat(2 * 1024 * 1024) }), 'ETOOLARGE'],
-    ['a serializer returning a non-string', () => ({ weird: true }), 'ESERIALIZE'],
+    ['a serializer returning a non-string', () => ({ weird: true }), 'ESERIALIZE', nonStringSerializer],
+    ['nested 600 levels deep', () => ({ deep: nested(600) }), 'ESERIALIZE'],
+    ['nested 600 levels deep, under a serializer whose text has no brackets', () => ({ deep: nested(600) }), 'ESERIALIZE', base64Json],
   ]
-  for (const [name, fields, code] of cases) {
+  for (const [name, fields, code, serializer] of cases) {
     it(`${name}: a clear error, and the stored session stays as it was`, async () => {
       tried++
-      const serializer =
-        name === 'a serializer returning a non-string'
-          ? {
-              parse: JSON.parse,
-              stringify: (s: unknown) => ((s as { weird?: boolean }).weird ? (42 as unknown as string) : JSON.stringify(s)),
-            }
-          : undefined
       const store = stores.create(serializer ? { serializer } : {})
       const sid = randomId()
       await store.set(sid, plainSession({ v: 'before' }))

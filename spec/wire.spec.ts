@@ -556,6 +556,31 @@ describe('listing is bounded', () => {
 })
 
 describe('a stored session nested too deep', () => {
+  it('is found whatever the serializer, and a wide but shallow session with many brackets is served', async () => {
+    const lines: string[] = []
+    const base64Json = {
+      stringify: (s: unknown) => Buffer.from(JSON.stringify(s)).toString('base64'),
+      parse: (text: string) => JSON.parse(Buffer.from(text, 'base64').toString()),
+    }
+    const store = stores.create({ serializer: base64Json, logger: { warn: (line) => lines.push(line) } })
+    const raw = new RawClient(server.address)
+    try {
+      const deep = `{"cookie":{},"a":${'['.repeat(600)}${']'.repeat(600)}}`
+      await raw.set(`${store.prefix}deep-sid`, Buffer.from(deep).toString('base64'), { expires: 60 })
+      assert.equal(await store.get('deep-sid'), null)
+      assert.match(lines[0] ?? '', /nests deeper than 512 levels/)
+
+      const wide = { cookie: {}, rows: Array.from({ length: 700 }, (_, i) => [{ i }]) }
+      await raw.set(`${store.prefix}wide-sid`, JSON.stringify(wide), { expires: 60 })
+      const plain = stores.create({ prefix: store.prefix })
+      const served = (await plain.get('wide-sid')) as unknown as typeof wide | null
+      assert.equal(served?.rows.length, 700, 'over 1,400 brackets, 3 levels deep: served')
+      assert.equal(lines.length, 1, lines.join('\n'))
+    } finally {
+      raw.close()
+    }
+  })
+
   it('is no session (one warning), and a request carrying its cookie is answered', async () => {
     const lines: string[] = []
     const store = stores.create({ logger: { warn: (line) => lines.push(line) } })
