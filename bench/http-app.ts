@@ -123,7 +123,7 @@ async function main(): Promise<void> {
     inspector.post('HeapProfiler.startSampling', {
       samplingInterval: 1024,
       includeObjectsCollectedByMajorGC: true,
-      includeObjectsCollectedByMinorGC: true,
+      includeObjectsCollectedByMinorGC: !process.env.BENCH_HEAP_SURVIVORS,
     })
     process.on('disconnect', () =>
       inspector.post('HeapProfiler.stopSampling', (err, result) => {
