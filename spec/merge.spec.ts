@@ -11,6 +11,7 @@ import type { MemcacheStore, MemcacheStoreError } from '../lib/index.ts'
 import { mergeSessions } from '../lib/merge.ts'
 import { testApp } from './harness/app.ts'
 import { sleep } from './harness/memcached.ts'
+import { replyHookProxy } from './harness/peers.ts'
 import { createStore } from './harness/protocol.ts'
 import { RawClient, setSync } from './harness/raw.ts'
 import { loadSession, plainSession, randomId, uniquePrefix, useMemcached } from './harness/stores.ts'
@@ -159,6 +160,39 @@ describe('concurrent requests in one process', () => {
     assert.equal(await store.get(sid), null, 'the expired session stays expired')
     assert.equal(await other.get(sid), null)
     await eventually('memcached drops the expired session', async () => (await file.server.inspect(key)) === undefined)
+  })
+
+  it('a save that lost its race to a writer who then deleted the session does not re-create it', async () => {
+    const client = new RawClient(file.server.address)
+    let deleteKey: string | undefined
+    // The lost race's reply (binary status 0x0002 "exists", meta "EX") reaches the store only
+    // after the session is gone: the merge's re-read finds nothing.
+    const proxy = await replyHookProxy(file.server.address, async (chunk) => {
+      const lostRace = (chunk[0] === 0x81 && chunk.readUInt16BE(6) === 0x0002) || chunk.subarray(0, 3).toString() === 'EX '
+      if (lostRace && deleteKey !== undefined) {
+        await client.delete(deleteKey)
+        deleteKey = undefined
+      }
+    })
+    const store = stores.create({ servers: proxy.address })
+    try {
+      const sid = randomId()
+      const key = store.prefix + sid
+      await store.set(sid, plainSession({ start: true }))
+      const mine = await loadSession(store, sid)
+      assert.ok(mine)
+      await client.set(key, JSON.stringify(plainSession({ theirs: true })), { expires: 60 }) // the other writer wins the race
+      deleteKey = key
+      mine.mine = 'late change'
+      await store.set(sid, mine)
+      assert.equal(deleteKey, undefined, 'the save lost its race, and the session was deleted before its reply arrived')
+      assert.equal(await file.server.inspect(key), undefined, 'the deleted session was not re-created')
+      assert.equal(await store.get(sid), null)
+    } finally {
+      await store.close()
+      await proxy.close()
+      client.close()
+    }
   })
 
   it("gives up with an error after a bounded number of lost races, leaving the other writer's value", async () => {

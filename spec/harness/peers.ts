@@ -193,6 +193,31 @@ export async function cuttingProxy(target: string, options: CuttingProxyOptions 
   }
 }
 
+export interface ReplyHookProxy {
+  address: string
+  close(): Promise<void>
+}
+
+/**
+ * A TCP proxy in front of a real memcached that hands every chunk of every reply to `onReply`
+ * before forwarding it (in order, per connection): a test can act on memcached between a reply
+ * being sent and the store receiving it.
+ */
+export async function replyHookProxy(target: string, onReply: (chunk: Buffer) => Promise<void> | void): Promise<ReplyHookProxy> {
+  const listener = await listen((client) => {
+    const upstream = connectUpstream(client, target)
+    let forwarded: Promise<void> = Promise.resolve()
+    client.on('data', (chunk: Buffer) => relay(client, upstream, chunk))
+    upstream.on('data', (chunk: Buffer) => {
+      forwarded = forwarded.then(async () => {
+        await onReply(chunk)
+        relay(upstream, client, chunk)
+      })
+    })
+  })
+  return { address: `127.0.0.1:${listener.port}`, close: () => listener.close() }
+}
+
 export interface SwappingImpostorOptions {
   /** Give each swapped reply the opaque (binary) or O token (meta) of the position it now takes: a FIFO answer with the wrong bodies. */
   rewriteOpaque?: boolean
