@@ -8,13 +8,16 @@ import { OPTION_NAMES } from '../lib/options.ts'
 
 const readme = readFileSync(new URL('../README.md', import.meta.url), 'utf8')
 
-/** The rows of the table under a `## heading`, as arrays of cells. */
+/** The rows of the first table under a `## heading`, as arrays of cells. */
 function table(heading: string): string[][] {
   const section = readme.split(`\n## ${heading}\n`)[1]?.split('\n## ')[0]
   assert.ok(section, `README has a "${heading}" section`)
-  return section
-    .split('\n')
-    .filter((line) => line.startsWith('| ') && !line.startsWith('| ---'))
+  const lines = section.split('\n')
+  const start = lines.findIndex((line) => line.startsWith('| '))
+  const end = lines.findIndex((line, i) => i > start && !line.startsWith('| '))
+  return lines
+    .slice(start, end === -1 ? undefined : end)
+    .filter((line) => !line.startsWith('| ---'))
     .slice(1)
     .map((line) => line.split(' | ').map((cell) => cell.replace(/^\| /, '').trim()))
 }
