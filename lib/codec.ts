@@ -33,12 +33,9 @@ export class SessionCodec {
   readonly #serializer: Serializer
   readonly #cipher: SessionCipher | undefined
   readonly #maxItemSize: number
-  /** JSON text bounds the nesting by its bracket count; another serializer's text says nothing about it. */
-  readonly #textIsJson: boolean
 
   constructor(serializer: Serializer, cipher: SessionCipher | undefined, maxItemSize: number) {
     this.#serializer = serializer
-    this.#textIsJson = serializer === JSON
     this.#cipher = cipher
     this.#maxItemSize = maxItemSize
   }
@@ -54,7 +51,7 @@ export class SessionCodec {
     if (typeof text !== 'string') {
       throw serializeError(context, `could not be serialized: the serializer's stringify returned ${describeShape(text)}, not a string`)
     }
-    if (this.#mayNestTooDeep(text) && nestsDeeperThan(sess, MAX_DEPTH)) {
+    if (text.length > 2 * MAX_DEPTH && nestsDeeperThan(sess, MAX_DEPTH)) {
       throw serializeError(context, `could not be stored: it nests deeper than ${MAX_DEPTH} levels`)
     }
     const plain = Buffer.from(text)
@@ -100,16 +97,10 @@ export class SessionCodec {
     }
     if (!isPlainObject(parsed)) return { ok: false, reason: `it is ${describeShape(parsed)}, not an object` }
     if (!isPlainObject(parsed.cookie)) return { ok: false, reason: 'it has no `cookie` object' }
-    if (this.#mayNestTooDeep(text) && nestsDeeperThan(parsed, MAX_DEPTH)) {
+    if (text.length > 2 * MAX_DEPTH && nestsDeeperThan(parsed, MAX_DEPTH)) {
       return { ok: false, reason: `it nests deeper than ${MAX_DEPTH} levels, more than express-session can hash` }
     }
     return { ok: true, sess: parsed as unknown as SessionData, text }
-  }
-
-  /** Whether the value behind `text` can nest deeper than MAX_DEPTH (then it is walked; few texts are). */
-  #mayNestTooDeep(text: string): boolean {
-    if (text.length <= 2 * MAX_DEPTH) return false
-    return !this.#textIsJson || countOpenings(text, MAX_DEPTH) > MAX_DEPTH
   }
 
   /** Session text back to plain fields, for a merge. */
@@ -128,15 +119,6 @@ function serializeError(context: CodecContext, reason: string, cause?: unknown):
 }
 
 /** True when objects and arrays inside `value` nest more than `limit` levels deep. */
-/** How many `{` and `[` the text holds, counted up to just past `enough` (each level of JSON opens one). */
-function countOpenings(text: string, enough: number): number {
-  let count = 0
-  for (const bracket of ['{', '[']) {
-    for (let at = text.indexOf(bracket); at !== -1 && count <= enough; at = text.indexOf(bracket, at + 1)) count++
-  }
-  return count
-}
-
 function nestsDeeperThan(value: unknown, limit: number): boolean {
   if (limit < 0) return true
   if (typeof value !== 'object' || value === null) return false
