@@ -55,6 +55,8 @@ export class ReservedIds {
   /** Reserved IDs handed out, by ID, until their first save claims them (or they go stale). */
   readonly #handedOut = new Map<string, Reservation>()
   #reserving = 0
+  /** Reservations in flight: close() waits for them (each settles within the store's timeout). */
+  readonly #inFlight = new Set<Promise<unknown>>()
   #pausedUntil = 0
   #retry: NodeJS.Timeout | undefined
   #closed = false
@@ -96,10 +98,12 @@ export class ReservedIds {
     return { pooled: this.#pool.length, skipped: this.#skipped, fallbacks: this.#fallbacks }
   }
 
-  /** Stops refilling and deletes the placeholders of IDs never handed out. */
+  /** Stops refilling, lets reservations in flight settle, and deletes the placeholders of IDs never handed out. */
   async close(): Promise<void> {
     this.#closed = true
     if (this.#retry) clearTimeout(this.#retry)
+    // A reservation that completes now deletes its own placeholder (see #reserveOne).
+    await Promise.allSettled(this.#inFlight)
     const unused = this.#pool.splice(0)
     const { prefix, release } = this.#options
     await Promise.allSettled(unused.map(({ sid, cas }) => release(sid, prefix + sid, cas)))
@@ -141,7 +145,7 @@ export class ReservedIds {
     }
     this.#reserving++
     const at = performance.now()
-    this.#options.reserve(sid, this.#options.prefix + sid).then(
+    const reserving: Promise<unknown> = this.#options.reserve(sid, this.#options.prefix + sid).then(
       (outcome) => {
         this.#reserving--
         if (outcome === 'taken') {
@@ -157,17 +161,20 @@ export class ReservedIds {
           }
         } else {
           this.#takenInARow = 0
-          if (!this.#closed) this.#pool.push({ sid, cas: outcome, at })
-          else void this.#options.release(sid, this.#options.prefix + sid, outcome).catch(() => {})
+          if (this.#closed) return this.#options.release(sid, this.#options.prefix + sid, outcome).catch(() => {})
+          this.#pool.push({ sid, cas: outcome, at })
         }
         this.#refill()
       },
       (err: unknown) => {
         this.#reserving--
+        if (this.#closed) return
         if (!isServerFailure(err)) this.#options.log.report('genid', `reserving a session ID failed: ${(err as Error).message}`)
         this.#pause()
       },
     )
+    this.#inFlight.add(reserving)
+    void reserving.finally(() => this.#inFlight.delete(reserving))
     return true
   }
 

@@ -117,6 +117,18 @@ describe('store.genid', () => {
     assert.deepEqual(await keysUnder(store.prefix), [`${store.prefix}real`], 'unused placeholders were deleted')
   })
 
+  it('close() while the pool is filling: reservations in flight settle, leave no placeholder, log nothing', async () => {
+    for (let attempt = 0; attempt < 5; attempt++) {
+      const lines: string[] = []
+      const store = stores.create({ logger: { warn: (line) => lines.push(line) } })
+      await store.ready() // the connection is open: the ADDs are sent at once
+      void store.genid // refilling starts: 16 ADDs in flight
+      await store.close()
+      assert.deepEqual(lines, [], 'closing is not a failure to report')
+      assert.deepEqual(await keysUnder(store.prefix), [], 'no placeholder is left behind')
+    }
+  })
+
   it('an empty pool (cold start, memcached down) falls back to a fresh random ID and counts it', async () => {
     const down = createStore({ servers: `127.0.0.1:${await freePort()}`, logger: false, timeout: 300 })
     try {
