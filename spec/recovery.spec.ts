@@ -4,9 +4,12 @@
 // back-off plus a round trip, and no caller ever reads a value that is not exactly its own session.
 // Recovery times are measured and printed (the README's table quotes them).
 import assert from 'node:assert/strict'
+import { once } from 'node:events'
+import type { AddressInfo } from 'node:net'
 import { after, describe, it, type TestContext } from 'node:test'
 import { type MemcacheStore, MemcacheStoreError } from '../lib/index.ts'
 import { BACKOFF_MAX_MS } from '../lib/memcached/health.ts'
+import { testApp } from './harness/app.ts'
 import { seededRandom } from './harness/faults.ts'
 import { MemcachedServer, sleep } from './harness/memcached.ts'
 import { cuttingProxy } from './harness/peers.ts'
@@ -311,6 +314,78 @@ describe('recovery without a restart, 20-way load of 300 KB sessions', () => {
       await load.stop()
       await store.close()
       await proxy.close()
+      await server.stop()
+    }
+  })
+})
+
+describe('recovery through Express, 100 KB sessions', () => {
+  it('memcached SIGKILLed mid-load and restarted: every request is answered, and all succeed again within the bound', async (t) => {
+    const server = await MemcachedServer.start({ memoryMb: 128 })
+    const store = createStore({ servers: server.address, prefix: uniquePrefix(), timeout: TIMEOUT, logger: false })
+    const listener = testApp(store).listen(0, '127.0.0.1')
+    await once(listener, 'listening')
+    const { port } = listener.address() as AddressInfo
+    const blob = 'x'.repeat(100_000) // 100 KB: express.json()'s default limit is 100 KiB
+    const cookies = new Map<number, string>()
+    let lastError = ''
+    /** One request of client `c`: store 100 KB in its session, or count a visit (a 100 KB read). */
+    const visit = async (c: number, n: number): Promise<number> => {
+      const headers: Record<string, string> = { 'content-type': 'application/json' }
+      const cookie = cookies.get(c)
+      if (cookie) headers.cookie = cookie
+      const res = await fetch(`http://127.0.0.1:${port}/${n % 3 === 0 ? 'set' : 'count'}`, {
+        method: n % 3 === 0 ? 'POST' : 'GET',
+        headers,
+        body: n % 3 === 0 ? JSON.stringify({ blob }) : undefined,
+        signal: AbortSignal.timeout(4 * TIMEOUT),
+      })
+      const setCookie = res.headers.get('set-cookie')
+      if (setCookie) cookies.set(c, setCookie.split(';', 1)[0])
+      const text = await res.text()
+      if (res.status !== 200) lastError = `${res.status} ${text.slice(0, 300)}`
+      return res.status
+    }
+    const outcomes: Array<{ start: number; end: number; status: number }> = []
+    let running = true
+    const clients = Array.from({ length: 10 }, async (_, c) => {
+      for (let n = 0; running; n++) {
+        const start = performance.now()
+        const status = await visit(c, n) // a request that is never answered rejects (AbortSignal) and fails the test
+        outcomes.push({ start, end: performance.now(), status })
+        if (status !== 200) await sleep(5)
+      }
+    })
+    try {
+      await sleep(500)
+      assert.ok(outcomes.filter((o) => o.status === 200).length >= 10, 'requests succeed before the fault')
+      await server.kill()
+      await sleep(300)
+      await server.restart()
+      const answeredAt = performance.now()
+      await sleep(RECOVERY_BOUND_MS)
+      const steadyFrom = performance.now()
+      await sleep(STEADY_MS)
+      running = false
+      await Promise.all(clients)
+      const failed = outcomes.filter((o) => o.status !== 200)
+      assert.ok(failed.length > 0, 'the fault was felt')
+      assert.deepEqual(
+        outcomes.filter((o) => o.start >= steadyFrom && o.status !== 200).map((o) => o.status),
+        [],
+        `once recovered, every request succeeds (the last error: ${lastError})`,
+      )
+      const recovery = Math.max(0, ...failed.map((o) => o.end - answeredAt))
+      assert.ok(recovery < RECOVERY_BOUND_MS, `recovered in ${recovery.toFixed(0)} ms`)
+      report(
+        t,
+        `Express, kill/restart (${PROTOCOL}), 100 KB sessions: every request succeeds again ${recovery.toFixed(0)} ms after memcached answers; ${outcomes.length} requests, ${failed.length} answered with an error`,
+      )
+    } finally {
+      running = false
+      await Promise.all(clients).catch(() => {})
+      listener.close()
+      await store.close()
       await server.stop()
     }
   })
