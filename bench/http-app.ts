@@ -48,6 +48,10 @@ async function createStore(name: string): Promise<session.Store> {
       return new MemcacheStore({ servers, prefix, logger: false, secret: 'benchmark secret, 32 bytes or more!' })
     case 'connect-memjs':
       return new (connectMemjs(session))({ servers: servers.split(','), prefix, logger: { log() {} }, keepAlive: true })
+    case 'connect-memjs, no-op touch': {
+      const store = new (connectMemjs(session))({ servers: servers.split(','), prefix, logger: { log() {} }, keepAlive: true })
+      return Object.assign(store, { touch: (_sid: string, _sess: unknown, callback?: (err?: unknown) => void) => callback?.() })
+    }
     case 'connect-memcached':
       return new (connectMemcached(session))({ hosts: servers.split(','), prefix })
     case 'connect-redis': {
