@@ -5,7 +5,8 @@
 //   npm run build && node --import tsx bench/profile.ts "this store" read 10
 // With a .cpuprofile path instead (e.g. from `BENCH_PROFILE=get:50 node --cpu-prof --import tsx
 // bench/overhead.ts`), only summarizes it: node --import tsx bench/profile.ts path/to/file.cpuprofile
-// BENCH_TRACE_GC=1 adds --trace-gc to the app (scavenge times and how much each frees);
+// BENCH_TRACE_GC=1 adds --trace-gc to the app (scavenge times and how much each frees), =nvp
+// --trace-gc-nvp (per scavenge: its phases and the bytes it promoted);
 // BENCH_HEAP_PROFILE=file samples the app's allocation sites, and with BENCH_HEAP_SURVIVORS=1 only
 // what survived a scavenge (what makes scavenges slow).
 import { fork } from 'node:child_process'
@@ -94,7 +95,7 @@ if (first?.endsWith('.cpuprofile')) {
   const dir = mkdtempSync(join(tmpdir(), 'bench-profile-'))
   try {
     const child = fork(fileURLToPath(new URL('./http-app.ts', import.meta.url)), [], {
-      execArgv: ['--cpu-prof', '--cpu-prof-dir', dir, '--import', 'tsx', ...(process.env.BENCH_TRACE_GC ? ['--trace-gc'] : [])],
+      execArgv: ['--cpu-prof', '--cpu-prof-dir', dir, '--import', 'tsx', ...(process.env.BENCH_TRACE_GC ? [process.env.BENCH_TRACE_GC === 'nvp' ? '--trace-gc-nvp' : '--trace-gc'] : [])],
       env: { ...process.env, BENCH_STORE: store, BENCH_MEMCACHE_SERVERS: memcached.address, BENCH_REDIS_URL: redis?.url ?? '' },
       stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
     })
