@@ -281,8 +281,11 @@ for (const protocol of PROTOCOLS) {
             const types = tlsRecordTypes(bytes)
             assert.ok(Array.isArray(types), `${types}`)
             assert.deepEqual(new Set(types), new Set([0x16]), 'handshake records only: no application data, nothing else')
+            // Every byte is inside a handshake record (above), so no command went out in clear. Only
+            // long markers are searched for besides: a ClientHello's random and key shares can hold
+            // a short one such as "md " by chance (it happened once in a few hundred runs).
             const text = bytes.toString('latin1')
-            for (const clear of ['mg ', 'ms ', 'md ', 'mn\r\n', 'lru_crawler', sid, store.prefix, 'in-clear?']) {
+            for (const clear of ['lru_crawler', sid, store.prefix, 'in-clear?']) {
               assert.ok(!text.includes(clear), `${JSON.stringify(clear)} went out in clear`)
             }
           }
