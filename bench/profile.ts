@@ -95,7 +95,14 @@ if (first?.endsWith('.cpuprofile')) {
   const dir = mkdtempSync(join(tmpdir(), 'bench-profile-'))
   try {
     const child = fork(fileURLToPath(new URL('./http-app.ts', import.meta.url)), [], {
-      execArgv: ['--cpu-prof', '--cpu-prof-dir', dir, '--import', 'tsx', ...(process.env.BENCH_TRACE_GC ? [process.env.BENCH_TRACE_GC === 'nvp' ? '--trace-gc-nvp' : '--trace-gc'] : [])],
+      execArgv: [
+        '--cpu-prof',
+        '--cpu-prof-dir',
+        dir,
+        '--import',
+        'tsx',
+        ...(process.env.BENCH_TRACE_GC ? [process.env.BENCH_TRACE_GC === 'nvp' ? '--trace-gc-nvp' : '--trace-gc'] : []),
+      ],
       env: { ...process.env, BENCH_STORE: store, BENCH_MEMCACHE_SERVERS: memcached.address, BENCH_REDIS_URL: redis?.url ?? '' },
       stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
     })
