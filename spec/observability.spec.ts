@@ -47,6 +47,21 @@ async function traced(run: () => Promise<void>): Promise<Seen[]> {
   return seen
 }
 
+/**
+ * A new session loaded twice, as by two overlapping requests; the second has saved its change, so
+ * saving the first (`loser`, which changed another field) loses its CAS race and merges.
+ */
+async function casRaceLoser(store: MemcacheStore) {
+  const sid = randomId()
+  await store.set(sid, newSession(store, sid, { a: 0, b: 0 }))
+  const [loser, winner] = [await loadSession(store, sid), await loadSession(store, sid)]
+  assert.ok(loser && winner)
+  winner.b = 1
+  await store.set(sid, winner)
+  loser.a = 1
+  return { sid, loser }
+}
+
 describe('tracing channel', () => {
   it('each operation publishes start, end and asyncEnd with its operation, server, shortened session, hit and write', async () => {
     const store = stores.create()
@@ -96,14 +111,8 @@ describe('tracing channel', () => {
 
   it('a save that lost a CAS race is traced as merged', async () => {
     const store = stores.create()
-    const sid = randomId()
-    await store.set(sid, newSession(store, sid, { a: 0, b: 0 }))
-    const [first, second] = [await loadSession(store, sid), await loadSession(store, sid)]
-    assert.ok(first && second)
-    second.b = 1
-    await store.set(sid, second)
-    first.a = 1
-    const seen = await traced(() => store.set(sid, first))
+    const { sid, loser } = await casRaceLoser(store)
+    const seen = await traced(() => store.set(sid, loser))
     assert.equal(seen.find((s) => s.event === 'asyncEnd')?.write, 'merged')
   })
 
@@ -233,14 +242,8 @@ describe('counters', () => {
     const sid = randomId()
     await store.set(sid, newSession(store, sid, { a: 0 }))
     await assert.rejects(store.set(sid, newSession(store, sid, { again: true })), (err: MemcacheStoreError) => err.code === 'ECOLLISION')
-    const again = randomId()
-    await store.set(again, newSession(store, again, { a: 0, b: 0 }))
-    const [first, second] = [await loadSession(store, again), await loadSession(store, again)]
-    assert.ok(first && second)
-    second.b = 1
-    await store.set(again, second)
-    first.a = 1
-    await store.set(again, first)
+    const race = await casRaceLoser(store)
+    await store.set(race.sid, race.loser)
     assert.equal(store.diagnostics().collisions, 1)
     assert.equal(store.diagnostics().merges, 1)
   })

@@ -2,7 +2,8 @@
 // made by saslpasswd2 (the harness fails with an install hint when sasl2-bin is missing).
 import assert from 'node:assert/strict'
 import { after, before, describe, it } from 'node:test'
-import { MemcacheStore, MemcacheStoreError } from '../lib/index.ts'
+import { MemcacheStore } from '../lib/index.ts'
+import { failure as settledFailure, withEnv, withoutEnvCredentials } from './harness/outcomes.ts'
 import { type SaslMemcached, startSaslMemcached } from './harness/sasl.ts'
 import { assertIdle, plainSession, randomId, readSession, uniquePrefix } from './harness/stores.ts'
 
@@ -38,53 +39,14 @@ async function roundTrip(store: MemcacheStore): Promise<void> {
   assert.equal(await store.get(sid), null)
 }
 
-/** The error an operation settles with, and how long it took to settle. */
-async function failure(operation: Promise<unknown>): Promise<{ err: MemcacheStoreError; ms: number }> {
-  const started = performance.now()
-  let caught: unknown
-  let hang: NodeJS.Timeout | undefined
-  const guard = new Promise((_, reject) => {
-    hang = setTimeout(() => reject(new Error(`still pending after ${SETTLE_BOUND_MS} ms: a hang`)), SETTLE_BOUND_MS)
-  })
-  try {
-    await Promise.race([operation, guard])
-  } catch (err) {
-    caught = err
-  } finally {
-    clearTimeout(hang)
-  }
-  assert.ok(caught !== undefined, 'the operation must fail')
-  assert.ok(caught instanceof MemcacheStoreError, `expected a MemcacheStoreError, got ${typeof caught}: ${String(caught)}`)
-  return { err: caught, ms: performance.now() - started }
-}
-
-function withEnv(vars: Record<string, string | undefined>): () => void {
-  const saved = Object.fromEntries(Object.keys(vars).map((name) => [name, process.env[name]]))
-  for (const [name, value] of Object.entries(vars)) {
-    if (value === undefined) delete process.env[name]
-    else process.env[name] = value
-  }
-  return () => {
-    for (const [name, value] of Object.entries(saved)) {
-      if (value === undefined) delete process.env[name]
-      else process.env[name] = value
-    }
-  }
+/** The error an operation settles with and how long it took; a hang fails the test after the bound. */
+function failure(operation: Promise<unknown>) {
+  return settledFailure(operation, SETTLE_BOUND_MS)
 }
 
 /** A store with no credentials at all: none in the options and none in memjs's environment variables. */
 function createWithoutCredentials(): MemcacheStore {
-  const restore = withEnv({
-    MEMCACHIER_USERNAME: undefined,
-    MEMCACHIER_PASSWORD: undefined,
-    MEMCACHE_USERNAME: undefined,
-    MEMCACHE_PASSWORD: undefined,
-  })
-  try {
-    return create()
-  } finally {
-    restore()
-  }
+  return withoutEnvCredentials(() => create())
 }
 
 describe('right credentials', () => {

@@ -7,11 +7,20 @@
 import assert from 'node:assert/strict'
 import net from 'node:net'
 import { after, before, describe, it } from 'node:test'
-import { MemcacheStore, type MemcacheStoreError, type MemcacheStoreOptions } from '../lib/index.ts'
-import { BACKOFF_MAX_MS } from '../lib/memcached/health.ts'
+import { MemcacheStore, type MemcacheStoreOptions } from '../lib/index.ts'
 import { type CertificatePair, makeCertificates } from './harness/certs.ts'
 import { freePort, type MemcachedOptions, MemcachedServer, sleep } from './harness/memcached.ts'
-import { failure, literally, load, type Outcome, roundTrip, tally } from './harness/outcomes.ts'
+import {
+  AFTER_BACKOFF,
+  type Failed,
+  failEveryOperation,
+  failure,
+  literally,
+  load,
+  type Outcome,
+  roundTrip,
+  tally,
+} from './harness/outcomes.ts'
 import { assertIdle, plainSession, randomId, uniquePrefix } from './harness/stores.ts'
 
 const PROTOCOLS = ['binary', 'meta'] as const
@@ -66,37 +75,17 @@ function create(protocol: Protocol, servers: string, options: MemcacheStoreOptio
  * naming the server, with a reason matching `reason`. Returns the messages seen, for the report.
  */
 async function assertEveryOperationFails(store: MemcacheStore, address: string, code: string, reason: RegExp): Promise<Failed[]> {
-  const sid = randomId()
-  const operations: Array<[string, () => Promise<unknown>]> = [
-    ['set', () => store.set(sid, plainSession())],
-    ['get', () => store.get(sid)],
-    ['touch', () => store.touch(sid, plainSession())],
-    ['destroy', () => store.destroy(sid)],
-    ['ready', () => store.ready()],
-    ['ids', () => store.ids()],
-    ['get after the back-off', () => store.get(sid)],
-  ]
-  const seen: Failed[] = []
-  for (const [name, operation] of operations) {
-    // The longest back-off over: this get opens a new connection instead of being refused.
-    if (name === 'get after the back-off') await sleep(BACKOFF_MAX_MS + 50)
-    const { err, ms } = await failure(operation())
+  const seen = await failEveryOperation(store)
+  for (const { name, err, ms } of seen) {
     assert.equal(err.code, code, `${name}: ${err.message}`)
     assert.equal(err.server, address, `${name} names the server in \`server\``)
     assert.ok(err.message.includes(address), `${name} names the server in its message: ${err.message}`)
     assert.match(err.message, reason, name)
     assert.ok(ms < BOUND_MS, `${name} settled in ${Math.round(ms)} ms`)
-    if (name === 'get after the back-off') assert.doesNotMatch(err.message, /next attempt in/, 'a fresh attempt, not a refusal')
-    seen.push({ name, err, ms })
+    if (name === AFTER_BACKOFF) assert.doesNotMatch(err.message, /next attempt in/, 'a fresh attempt, not a refusal')
   }
   assertIdle(store)
   return seen
-}
-
-interface Failed {
-  name: string
-  err: MemcacheStoreError
-  ms: number
 }
 
 /** A failure as the printed figures show it. */

@@ -6,10 +6,9 @@
 import assert from 'node:assert/strict'
 import { after, before, describe, it } from 'node:test'
 import { MemcacheStore, type MemcacheStoreOptions } from '../lib/index.ts'
-import { BACKOFF_MAX_MS } from '../lib/memcached/health.ts'
 import { makeCertificates } from './harness/certs.ts'
 import { MemcachedServer, sleep } from './harness/memcached.ts'
-import { failure, literally, load, roundTrip, tally, untilSuccess, withoutEnvCredentials } from './harness/outcomes.ts'
+import { failEveryOperation, failure, literally, load, roundTrip, tally, untilSuccess, withoutEnvCredentials } from './harness/outcomes.ts'
 import { assertIdle, plainSession, randomId, uniquePrefix } from './harness/stores.ts'
 
 const TIMEOUT_MS = 500
@@ -59,20 +58,8 @@ function create(options: MemcacheStoreOptions = {}): MemcacheStore {
 
 /** Every kind of operation fails with EAUTH within the bound, naming the server, matching `reason`, never showing the password. */
 async function assertRefused(store: MemcacheStore, address: string, reason: RegExp): Promise<string[]> {
-  const sid = randomId()
   const seen: string[] = []
-  const operations: Array<[string, () => Promise<unknown>]> = [
-    ['set', () => store.set(sid, plainSession())],
-    ['get', () => store.get(sid)],
-    ['touch', () => store.touch(sid, plainSession())],
-    ['destroy', () => store.destroy(sid)],
-    ['ready', () => store.ready()],
-    ['ids', () => store.ids()],
-    ['get after the back-off', () => store.get(sid)],
-  ]
-  for (const [name, operation] of operations) {
-    if (name === 'get after the back-off') await sleep(BACKOFF_MAX_MS + 50)
-    const { err, ms } = await failure(operation())
+  for (const { name, err, ms } of await failEveryOperation(store)) {
     assert.equal(err.code, 'EAUTH', `${name}: ${err.message}`)
     assert.equal(err.server, address, `${name}: the server field`)
     assert.match(err.message, literally(address), name)

@@ -5,6 +5,7 @@
 import assert from 'node:assert/strict'
 import net from 'node:net'
 import { after, before, describe, it } from 'node:test'
+import type { SessionData } from 'express-session'
 import request from 'supertest'
 import { type MemcacheStore, MemcacheStoreError } from '../lib/index.ts'
 import { testApp } from './harness/app.ts'
@@ -13,7 +14,7 @@ import { freePort, MemcachedServer, sleep } from './harness/memcached.ts'
 import { swappingImpostor, tricklingServer } from './harness/peers.ts'
 import { createStore, PROTOCOL } from './harness/protocol.ts'
 import { RawClient } from './harness/raw.ts'
-import { plainSession, randomId, StoreFactory, uniquePrefix } from './harness/stores.ts'
+import { base64JsonSerializer, plainSession, randomId, StoreFactory, uniquePrefix } from './harness/stores.ts'
 
 let server: MemcachedServer
 const stores = new StoreFactory(() => server)
@@ -33,6 +34,19 @@ function ownSession(sid: string, fields: Record<string, unknown> = {}) {
 
 function sidOf(sess: unknown): unknown {
   return (sess as { sid?: unknown } | null)?.sid
+}
+
+/** A JSON serializer that records the `marker` of every session it serializes: whether a save's work ran. */
+function markerSpy() {
+  const stringified: unknown[] = []
+  const serializer = {
+    parse: JSON.parse,
+    stringify: (sess: SessionData) => {
+      stringified.push((sess as { marker?: unknown }).marker)
+      return JSON.stringify(sess)
+    },
+  }
+  return { serializer, stringified }
 }
 
 /** Runs `operation` and returns how long it took to settle and how. */
@@ -226,20 +240,8 @@ describe('honest failure reports', () => {
   async function busySession() {
     const writer = stores.create()
     const impostor = await swappingImpostor(server.address, PROTOCOL, { holdMs: 270 })
-    const stringified: unknown[] = []
-    const store = createStore({
-      servers: impostor.address,
-      prefix: writer.prefix,
-      timeout: TIMEOUT,
-      logger: false,
-      serializer: {
-        parse: JSON.parse,
-        stringify: (sess) => {
-          stringified.push((sess as { marker?: unknown }).marker)
-          return JSON.stringify(sess)
-        },
-      },
-    })
+    const { serializer, stringified } = markerSpy()
+    const store = createStore({ servers: impostor.address, prefix: writer.prefix, timeout: TIMEOUT, logger: false, serializer })
     const sid = randomId()
     await writer.set(sid, ownSession(sid, { marker: 'original' }))
     await store.ready()
@@ -305,17 +307,8 @@ describe('honest failure reports', () => {
   // request, a long GC pause); the holder's reply arrived meanwhile and is read first, which hands the
   // lock to a waiter whose deadline has passed.
   it('a set whose deadline passed while the event loop was blocked, waiting for the lock, never runs', async () => {
-    const stringified: unknown[] = []
-    const store = stores.create({
-      timeout: TIMEOUT,
-      serializer: {
-        parse: JSON.parse,
-        stringify: (sess) => {
-          stringified.push((sess as { marker?: unknown }).marker)
-          return JSON.stringify(sess)
-        },
-      },
-    })
+    const { serializer, stringified } = markerSpy()
+    const store = stores.create({ timeout: TIMEOUT, serializer })
     const sid = randomId()
     await store.set(sid, ownSession(sid, { marker: 'original' }))
     const holder = timed(store.set(sid, ownSession(sid, { marker: 'holder' })))
@@ -558,11 +551,7 @@ describe('listing is bounded', () => {
 describe('a stored session nested too deep', () => {
   it('is found whatever the serializer, and a wide but shallow session with many brackets is served', async () => {
     const lines: string[] = []
-    const base64Json = {
-      stringify: (s: unknown) => Buffer.from(JSON.stringify(s)).toString('base64'),
-      parse: (text: string) => JSON.parse(Buffer.from(text, 'base64').toString()),
-    }
-    const store = stores.create({ serializer: base64Json, logger: { warn: (line) => lines.push(line) } })
+    const store = stores.create({ serializer: base64JsonSerializer, logger: { warn: (line) => lines.push(line) } })
     const raw = new RawClient(server.address)
     try {
       const deep = `{"cookie":{},"a":${'['.repeat(600)}${']'.repeat(600)}}`

@@ -2,6 +2,7 @@
 // protocol mismatches, clusters): the error and the time it took, with a guard against hangs.
 import assert from 'node:assert/strict'
 import { type MemcacheStore, MemcacheStoreError } from '../../lib/index.ts'
+import { BACKOFF_MAX_MS } from '../../lib/memcached/health.ts'
 import { type MemcachedServer, sleep } from './memcached.ts'
 import { plainSession, randomId, readSession } from './stores.ts'
 
@@ -28,6 +29,40 @@ export async function failure(operation: Promise<unknown>, guardMs = 10_000): Pr
   assert.ok(!succeeded, 'the operation must fail')
   assert.ok(caught instanceof MemcacheStoreError, `expected a MemcacheStoreError, got ${String(caught)}`)
   return { err: caught, ms: performance.now() - started }
+}
+
+/** The last step of `failEveryOperation`: made once the longest back-off is over, so it opens a fresh connection. */
+export const AFTER_BACKOFF = 'get after the back-off'
+
+/** An operation's failure: which step, the error, and how long it took to settle. */
+export interface Failed {
+  name: string
+  err: MemcacheStoreError
+  ms: number
+}
+
+/**
+ * One operation of every kind on one session, each awaited to its failure in turn: set (a fresh
+ * connection), get, touch and destroy (refused during the back-off), ready() and ids() (on their own
+ * connections), then a get after the longest back-off (`AFTER_BACKOFF`).
+ */
+export async function failEveryOperation(store: MemcacheStore): Promise<Failed[]> {
+  const sid = randomId()
+  const operations: Array<[string, () => Promise<unknown>]> = [
+    ['set', () => store.set(sid, plainSession())],
+    ['get', () => store.get(sid)],
+    ['touch', () => store.touch(sid, plainSession())],
+    ['destroy', () => store.destroy(sid)],
+    ['ready', () => store.ready()],
+    ['ids', () => store.ids()],
+    [AFTER_BACKOFF, () => store.get(sid)],
+  ]
+  const seen: Failed[] = []
+  for (const [name, operation] of operations) {
+    if (name === AFTER_BACKOFF) await sleep(BACKOFF_MAX_MS + 50)
+    seen.push({ name, ...(await failure(operation())) })
+  }
+  return seen
 }
 
 /** Sets environment variables (undefined deletes one) and returns what puts them back. */
