@@ -419,42 +419,33 @@ export function settle<T, R = T>(
   finish?: (value: T) => R,
   observe?: (err: unknown, value?: R) => void,
 ): Promise<R> {
-  if (!callback) {
-    if (!finish && !observe) return result as unknown as Promise<R>
-    return result.then(
-      (value) => {
-        let out: R
-        try {
-          out = finish ? finish(value) : (value as unknown as R)
-        } catch (err) {
-          observe?.(err)
-          throw err
-        }
-        observe?.(undefined, out)
-        return out
-      },
-      (err) => {
-        observe?.(err)
-        throw err
-      },
-    )
-  }
-  return result.then(
-    (value) => {
-      let out: R
-      try {
-        out = finish ? finish(value) : (value as unknown as R)
-      } catch (err) {
-        observe?.(err)
-        process.nextTick(callback, err)
-        return undefined as R
-      }
-      observe?.(undefined, out)
+  const handed: Promise<R> =
+    finish || observe
+      ? result.then(
+          (value) => {
+            let out: R
+            try {
+              out = finish ? finish(value) : (value as unknown as R)
+            } catch (err) {
+              observe?.(err)
+              throw err
+            }
+            observe?.(undefined, out)
+            return out
+          },
+          (err) => {
+            observe?.(err)
+            throw err
+          },
+        )
+      : (result as unknown as Promise<R>)
+  if (!callback) return handed
+  return handed.then(
+    (out) => {
       process.nextTick(callback, null, out)
       return out
     },
     (err) => {
-      observe?.(err)
       process.nextTick(callback, err)
       return undefined as R
     },
