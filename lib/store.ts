@@ -13,7 +13,7 @@ import { Origins } from './origins.js'
 import { checkReady } from './readiness.js'
 import { RecentTouches } from './recent-touches.js'
 import { RESERVATION_TTL_SECONDS } from './reservations.js'
-import { type Callback, type OperationContext, OperationRunner, settle } from './runner.js'
+import { type Callback, type OperationContext, OperationRunner } from './runner.js'
 import { type Encoded, SessionWriter } from './saving.js'
 import { cookieExpiry, lifetimeSeconds, lifetimeUntil, memcachedExpiry } from './ttl.js'
 
@@ -146,11 +146,12 @@ export class MemcacheStore extends session.Store {
    * a session that is read must never look expired by a stale one.
    */
   override touch(sid: string, sess: SessionData, callback?: Callback<void>): Promise<void> {
-    if (this.#options.disableTouch) return settle(Promise.resolve(), callback)
-    // touchAfter: only keys that were sent once are remembered, so a hit is a valid key.
-    if (this.#recentTouches?.isRecent(this.prefix + sid)) return settle(Promise.resolve(), callback)
-    // The read that loaded the session already set this expiry: nothing to send, no need for the lock.
-    if (this.#readCovers(sid, sess)) return this.#runner.nothingToDo('touch', sid, callback)
+    // Nothing to send (counted and traced all the same): disableTouch; touchAfter (only keys that were
+    // sent once are remembered, so a hit is a valid key); or the read that loaded the session already
+    // set this expiry.
+    if (this.#options.disableTouch || this.#recentTouches?.isRecent(this.prefix + sid) || this.#readCovers(sid, sess)) {
+      return this.#runner.nothingToDo('touch', sid, callback)
+    }
     return this.#runner.run<void>({
       operation: 'touch',
       sid,

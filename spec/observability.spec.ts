@@ -237,6 +237,23 @@ describe('counters', () => {
     assert.ok(bytesWritten > 0)
   })
 
+  it('a touch that sends nothing (disableTouch, touchAfter) is counted and traced like any other', async () => {
+    for (const options of [{ disableTouch: true }, { touchAfter: 60 }]) {
+      const store = stores.create(options)
+      const sid = randomId()
+      await store.set(sid, plainSession())
+      await store.touch(sid, plainSession()) // with touchAfter this one is sent; the next is skipped
+      const seen = await traced(() => store.touch(sid, plainSession()))
+      assert.deepEqual(
+        seen.map((s) => s.event),
+        ['start', 'end', 'asyncStart', 'asyncEnd'],
+        JSON.stringify(options),
+      )
+      assert.equal(store.diagnostics().operations.touch.calls, 2, JSON.stringify(options))
+      assert.equal(store.diagnostics().operations.touch.successes, 2, JSON.stringify(options))
+    }
+  })
+
   it('merges and collisions are counted', async () => {
     const store = stores.create()
     const sid = randomId()
