@@ -8,7 +8,7 @@ import type { MemcacheStore, MemcacheStoreError, MemcacheStoreOptions } from '..
 import { type MemcachedServer, sleep, startMemcacheds } from './harness/memcached.ts'
 import { createStore } from './harness/protocol.ts'
 import { plainSession, randomId, uniquePrefix } from './harness/stores.ts'
-import { inBatches, percentile, type Request, runTraffic } from './harness/traffic.ts'
+import { inBatches, largest, percentile, type Request, runTraffic } from './harness/traffic.ts'
 
 const SESSIONS = 10_000
 const TIMEOUT_MS = 1000
@@ -227,7 +227,7 @@ function summarize(requests: readonly Request[]): Summary {
     errors: requests.filter((request) => request.code !== undefined).length,
     p50: Math.round(percentile(ms, 0.5) * 10) / 10,
     p99: Math.round(percentile(ms, 0.99) * 10) / 10,
-    max: Math.round(Math.max(0, ...ms)),
+    max: Math.round(largest(ms)),
   }
 }
 

@@ -15,6 +15,7 @@ import { MemcachedServer, sleep } from './harness/memcached.ts'
 import { cuttingProxy } from './harness/peers.ts'
 import { createStore, PROTOCOL } from './harness/protocol.ts'
 import { plainSession, uniquePrefix } from './harness/stores.ts'
+import { largest, smallest } from './harness/traffic.ts'
 
 /** Long enough for a 300 KB round trip under 20-way load on a loaded 2-core machine. */
 const TIMEOUT = 1000
@@ -140,7 +141,7 @@ async function measureRecovery(load: Load, from: number, faultEndedAt: number, a
     [],
     'once recovered, every operation succeeds',
   )
-  const firstSuccess = Math.min(...load.outcomes.slice(from).flatMap((o) => (o.ok && o.end >= faultEndedAt ? [o.end] : [])))
+  const firstSuccess = smallest(load.outcomes.slice(from).flatMap((o) => (o.ok && o.end >= faultEndedAt ? [o.end] : [])))
   return { recovery: lastFailure - faultEndedAt, firstSuccess: firstSuccess - faultEndedAt, failed: failures.length }
 }
 
@@ -248,7 +249,7 @@ describe('recovery without a restart, 20-way load of 300 KB sessions', () => {
       (outcome) => !outcome.ok && (outcome.error as MemcacheStoreError).code === 'ETIMEDOUT',
     )
     // Operations that timed out never settle late: the worst settle stays near the timeout.
-    const worst = Math.max(...load.outcomes.map((o) => o.end - o.start))
+    const worst = largest(load.outcomes.map((o) => o.end - o.start))
     assert.ok(worst < TIMEOUT + 500, `worst settle ${worst.toFixed(0)} ms`)
     report(
       t,
@@ -375,7 +376,7 @@ describe('recovery through Express, 100 KB sessions', () => {
         [],
         `once recovered, every request succeeds (the last error: ${lastError})`,
       )
-      const recovery = Math.max(0, ...failed.map((o) => o.end - answeredAt))
+      const recovery = largest(failed.map((o) => Math.max(0, o.end - answeredAt)))
       assert.ok(recovery < RECOVERY_BOUND_MS, `recovered in ${recovery.toFixed(0)} ms`)
       report(
         t,

@@ -22,6 +22,7 @@ import {
   tally,
 } from './harness/outcomes.ts'
 import { assertIdle, plainSession, randomId, uniquePrefix } from './harness/stores.ts'
+import { largest } from './harness/traffic.ts'
 
 const PROTOCOLS = ['binary', 'meta'] as const
 type Protocol = (typeof PROTOCOLS)[number]
@@ -380,7 +381,7 @@ for (const protocol of PROTOCOLS) {
 }
 
 function worst(outcomes: readonly Outcome[]): number {
-  return Math.round(Math.max(0, ...outcomes.map((o) => o.ms)))
+  return Math.round(largest(outcomes.map((o) => Math.max(0, o.ms))))
 }
 
 /** When (performance.now()) the first operation succeeded after `since`, and how long after `since`; waits up to 5 s. */
