@@ -1,12 +1,32 @@
 /**
- * Deadlines of operations in flight, each carried by the item itself (`deadline`, a
- * performance.now() time). Every operation gets the same timeout, so deadlines expire in the order
- * operations began: one timer for the oldest is enough, however many are in flight.
+ * What Deadlines holds: an item with its deadline (a performance.now() time) and the links that
+ * Deadlines keeps in it. Nothing else reads or writes the links.
  */
-export class Deadlines<T extends { readonly deadline: number }> {
-  readonly #entries = new Map<number, T>()
+export interface Deadlined<T> {
+  readonly deadline: number
+  pending: boolean
+  /** The item added before this one (the earlier deadline), and the one added after. */
+  earlier: T | undefined
+  later: T | undefined
+}
+
+/**
+ * Deadlines of operations in flight. Every operation gets the same timeout, so deadlines expire in
+ * the order operations began: a list in that order, and one timer for the oldest, are enough,
+ * however many are in flight.
+ *
+ * The list runs through the items themselves rather than a Map. A long-lived Map's table lives in
+ * the old generation, and V8 leaves each table it replaces on a rehash still holding the items it
+ * had. Every operation in flight at a rehash then stayed reachable, with its whole request, until
+ * the next full collection: young-generation collections promoted it instead of freeing it (see
+ * bench/README.md, "What bounds the targets").
+ */
+export class Deadlines<T extends Deadlined<T>> {
   readonly #timeoutMs: number
   readonly #onExpired: (item: T) => void
+  #oldest: T | undefined
+  #newest: T | undefined
+  #size = 0
   #timer: NodeJS.Timeout | undefined
   #onEmpty: (() => void) | undefined
 
@@ -16,32 +36,35 @@ export class Deadlines<T extends { readonly deadline: number }> {
   }
 
   get size(): number {
-    return this.#entries.size
+    return this.#size
   }
 
-  add(id: number, item: T): void {
-    this.#entries.set(id, item)
+  add(item: T): void {
+    item.pending = true
+    item.earlier = this.#newest
+    item.later = undefined
+    if (this.#newest === undefined) this.#oldest = item
+    else this.#newest.later = item
+    this.#newest = item
+    this.#size++
     this.#timer ??= setTimeout(this.#fire, this.#timeoutMs)
   }
 
-  has(id: number): boolean {
-    return this.#entries.has(id)
+  has(item: Deadlined<T>): boolean {
+    return item.pending
   }
 
   /** Forgets an item; true when it was still pending. */
-  delete(id: number): boolean {
-    if (!this.#entries.delete(id)) return false
-    if (this.#entries.size === 0 && this.#onEmpty) this.#emptied()
+  delete(item: Deadlined<T>): boolean {
+    if (!item.pending) return false
+    this.#unlink(item)
+    if (this.#size === 0 && this.#onEmpty) this.#emptied()
     return true
-  }
-
-  values(): IterableIterator<T> {
-    return this.#entries.values()
   }
 
   /** Resolves once nothing is pending (at once when nothing is). */
   whenEmpty(): Promise<void> {
-    if (this.#entries.size === 0) return Promise.resolve()
+    if (this.#size === 0) return Promise.resolve()
     return new Promise((resolve) => {
       const previous = this.#onEmpty
       this.#onEmpty = () => {
@@ -49,6 +72,18 @@ export class Deadlines<T extends { readonly deadline: number }> {
         resolve()
       }
     })
+  }
+
+  #unlink(item: Deadlined<T>): void {
+    const { earlier, later } = item
+    if (earlier === undefined) this.#oldest = later
+    else earlier.later = later
+    if (later === undefined) this.#newest = earlier
+    else later.earlier = earlier
+    item.pending = false
+    item.earlier = undefined
+    item.later = undefined
+    this.#size--
   }
 
   #emptied(): void {
@@ -66,14 +101,14 @@ export class Deadlines<T extends { readonly deadline: number }> {
   #sweep = (): void => {
     this.#timer = undefined
     const now = performance.now()
-    for (const [id, item] of this.#entries) {
+    for (let item = this.#oldest; item !== undefined; item = this.#oldest) {
       if (item.deadline > now) {
         this.#timer = setTimeout(this.#fire, Math.max(1, Math.ceil(item.deadline - now)))
         return
       }
-      this.#entries.delete(id)
+      this.#unlink(item)
       this.#onExpired(item)
     }
-    if (this.#entries.size === 0 && this.#onEmpty) this.#emptied()
+    if (this.#size === 0 && this.#onEmpty) this.#emptied()
   }
 }

@@ -1,4 +1,4 @@
-import { Deadlines } from './deadlines.js'
+import { type Deadlined, Deadlines } from './deadlines.js'
 import { isServerFailure, MemcacheStoreError, type Operation, redactId } from './errors.js'
 import { sessionKey } from './keys.js'
 import { type LockWaiter, SessionLocks } from './locks.js'
@@ -67,7 +67,6 @@ export class OperationRunner {
   readonly #options: RunnerOptions
   readonly #locks = new SessionLocks()
   readonly #running: Deadlines<Running<unknown, unknown>>
-  #nextId = 0
   #closed = false
 
   constructor(options: RunnerOptions) {
@@ -116,10 +115,10 @@ export class OperationRunner {
     // hand-over), so that no closure is made for them; the caller's promise is settled from it directly.
     let running: Running<T, R> | undefined
     const promise = new Promise<R>((resolve, reject) => {
-      running = new Running(this, spec, key, sid as string, ++this.#nextId, trace, startedAt, resolve, reject)
+      running = new Running(this, spec, key, sid as string, trace, startedAt, resolve, reject)
     })
     const started = running as Running<T, R>
-    this.#running.add(started.id, started as unknown as Running<unknown, unknown>)
+    this.#running.add(started as unknown as Running<unknown, unknown>)
     if (this.#locks.acquire(key, started)) this.#work(started)
     return promise
   }
@@ -134,15 +133,15 @@ export class OperationRunner {
 
   /** The lock of `running`'s session is its own after a wait: runs its work, unless its deadline passed meanwhile. */
   turn<T, R>(running: Running<T, R>): void {
-    const { id, key } = running
+    const { key } = running
     // Timed out while waiting: the work must never run. The deadline may have passed with its
     // sweep still to come (a blocked event loop): the waiter then fails here, the same way.
-    if (!this.#running.has(id)) {
+    if (!this.#running.has(running)) {
       this.#locks.release(key)
       return
     }
     if (performance.now() >= running.deadline) {
-      this.#running.delete(id)
+      this.#running.delete(running)
       this.#locks.release(key)
       running.fail(this.#timeoutError(running))
       return
@@ -152,7 +151,7 @@ export class OperationRunner {
 
   /** Runs an operation's work, its session's lock held. */
   #work<T, R>(running: Running<T, R>): void {
-    const { id, key } = running
+    const { key } = running
     running.locked = true
     let work: Promise<T>
     try {
@@ -163,18 +162,18 @@ export class OperationRunner {
     work.then(
       (value) => {
         this.#locks.release(key)
-        if (this.#running.delete(id)) running.succeed(value)
+        if (this.#running.delete(running)) running.succeed(value)
       },
       (err) => {
         this.#locks.release(key)
-        if (this.#running.delete(id)) running.fail(err)
+        if (this.#running.delete(running)) running.fail(err)
       },
     )
   }
 
   /** The store closed while `running` waited for its session's lock. */
   cancelled<T, R>(running: Running<T, R>): void {
-    if (!this.#running.delete(running.id)) return
+    if (!this.#running.delete(running)) return
     const reason = 'the store was closed while it waited for the session'
     const { operation, subject } = running
     running.handOverError(
@@ -273,12 +272,11 @@ export class OperationRunner {
  * One operation in flight: its context (what its work and the memcached layer see), its place in
  * the session's lock queue and among the deadlines, and the hand-over of its outcome to the caller.
  */
-class Running<T, R> implements OperationContext, LockWaiter {
+class Running<T, R> implements OperationContext, LockWaiter, Deadlined<Running<unknown, unknown>> {
   readonly operation: Operation
   readonly key: string
   readonly sid: string
   readonly deadline: number
-  readonly id: number
   readonly spec: OperationSpec<T, R>
   readonly trace: OperationTrace | undefined
   readonly startedAt: number
@@ -287,6 +285,9 @@ class Running<T, R> implements OperationContext, LockWaiter {
   write: WriteKind | undefined = undefined
   extendedUntil = 0
   extendedFor = 0
+  pending = false
+  earlier: Running<unknown, unknown> | undefined = undefined
+  later: Running<unknown, unknown> | undefined = undefined
   readonly #runner: OperationRunner
   #resolve: ((value: R) => void) | undefined
   #reject: ((err: unknown) => void) | undefined
@@ -297,7 +298,6 @@ class Running<T, R> implements OperationContext, LockWaiter {
     spec: OperationSpec<T, R>,
     key: string,
     sid: string,
-    id: number,
     trace: OperationTrace | undefined,
     startedAt: number,
     resolve: (value: R) => void,
@@ -309,7 +309,6 @@ class Running<T, R> implements OperationContext, LockWaiter {
     this.operation = spec.operation
     this.key = key
     this.sid = sid
-    this.id = id
     this.trace = trace
     this.startedAt = startedAt
     // An internal operation is not timed for the counters: its start is read here.
