@@ -185,8 +185,7 @@ function parseHeader(
         keySeen = true
         break
       case 0x63: {
-        // c: a CAS up to 15 digits is exact as a Number; longer ones take the string reading.
-        if (last - at - 1 > 15) return undefined
+        // c: digits() reads up to 15 digits, exact as a Number; a longer CAS takes the string reading.
         const cas = digits(buf, at + 1, last)
         if (cas === undefined) return undefined
         reply.cas = BigInt(cas)
