@@ -88,7 +88,9 @@ export function summarizeGcTrace(output: string): string {
     const isolate = /^\[\d+:(0x[0-9a-f]+)\]/.exec(line)?.[1]
     if (isolate === undefined || !line.includes(' gc=')) continue
     const fields = Object.fromEntries(line.split(' ').flatMap((part) => (part.includes('=') ? [part.split('=', 2)] : [])))
-    byIsolate.set(isolate, [...(byIsolate.get(isolate) ?? []), fields])
+    const lines = byIsolate.get(isolate)
+    if (lines) lines.push(fields)
+    else byIsolate.set(isolate, [fields])
   }
   const collections = [...byIsolate.values()].sort((a, b) => b.length - a.length)[0] ?? []
   const scavenges = collections.filter((c) => c.gc === 's')
