@@ -1,5 +1,7 @@
-// Per-operation overhead of the store: get and set of 200 B sessions at 1 and 50 in flight, against
-// raw memjs, in interleaved rounds (ratios round by round). For working on the hot path:
+// Per-operation overhead of the store: get, set and touch of 200 B sessions at 1 and 50 in flight,
+// against raw memjs and the minimal pipelined client (bench/pipelined-client.ts, the client-side
+// limit), in interleaved rounds (ratios to the pipelined client, round by round). For working on
+// the hot path:
 //   npm run build && node --import tsx bench/overhead.ts
 // BENCH_BASELINE=path/to/index.js adds an older build (e.g. `git worktree` + `npm run build`, or a
 // copy of dist/ made before a change) as "baseline build", measured in the same rounds: before/after
@@ -13,6 +15,7 @@ import type * as Package from '../lib/index.ts'
 import { MemcachedServer } from '../spec/harness/memcached.ts'
 import { MemcacheStore } from './package.ts'
 import { sessionPayload } from './payload.ts'
+import { PipelinedClient } from './pipelined-client.ts'
 import { pairedRatios, rotation, summarize } from './stats.ts'
 
 type Done = (err?: unknown) => void
@@ -20,6 +23,7 @@ interface Variant {
   name: string
   get(id: string, done: Done): void
   set(id: string, sess: Record<string, unknown>, done: Done): void
+  touch(id: string, sess: Record<string, unknown>, done: Done): void
   close(): Promise<void>
 }
 
@@ -35,6 +39,7 @@ function storeVariant(name: string, Store: typeof Package.MemcacheStore, servers
     name,
     get: (id, done) => store.get(id, done),
     set: (id, sess, done) => store.set(id, sess as unknown as SessionData, done),
+    touch: (id, sess, done) => store.touch(id, sess as unknown as SessionData, done),
     close: () => store.close(),
   }
 }
@@ -49,6 +54,18 @@ function rawVariant(servers: string): Variant {
         done(err ?? undefined)
       }),
     set: (id, sess, done) => client.set(`ovh:raw:${id}`, JSON.stringify(sess), { expires: TTL }, (err) => done(err ?? undefined)),
+    touch: (id, _sess, done) => client.touch(`ovh:raw:${id}`, TTL, (err) => done(err ?? undefined)),
+    close: async () => client.close(),
+  }
+}
+
+function pipelinedVariant(servers: string): Variant {
+  const client = new PipelinedClient(servers.split(',')[0])
+  return {
+    name: 'pipelined client',
+    get: (id, done) => client.get(`ovh:pip:${id}`, done),
+    set: (id, sess, done) => client.set(`ovh:pip:${id}`, sess, TTL, done),
+    touch: (id, _sess, done) => client.touch(`ovh:pip:${id}`, TTL, done),
     close: async () => client.close(),
   }
 }
@@ -74,7 +91,7 @@ const local = process.env.MEMCACHE_SERVERS ? undefined : await MemcachedServer.s
 const servers = process.env.MEMCACHE_SERVERS ?? (local as MemcachedServer).address
 const protocol = process.env.BENCH_PROTOCOL === 'meta' ? 'meta' : 'binary'
 const sess = sessionPayload(SIZE)
-const variants: Variant[] = [rawVariant(servers), storeVariant('this store', MemcacheStore, servers, protocol)]
+const variants: Variant[] = [rawVariant(servers), pipelinedVariant(servers), storeVariant('this store', MemcacheStore, servers, protocol)]
 if (process.env.BENCH_BASELINE) {
   const baseline = (await import(pathToFileURL(process.env.BENCH_BASELINE).href)) as typeof Package
   variants.push(storeVariant('baseline build', baseline.MemcacheStore, servers, protocol))
@@ -85,8 +102,13 @@ for (const v of variants) await loop((n, done) => v.set(id(n), sess, done), 50, 
 const profile = process.env.BENCH_PROFILE
 if (profile) {
   const [operation, inFlight] = profile.split(':')
-  const ours = variants[process.env.BENCH_PROFILE_BASELINE === '1' ? 2 : 1]
-  const op = operation === 'set' ? (n: number, done: Done) => ours.set(id(n), sess, done) : (n: number, done: Done) => ours.get(id(n), done)
+  const ours = variants[process.env.BENCH_PROFILE_BASELINE === '1' ? 3 : 2]
+  const op =
+    operation === 'set'
+      ? (n: number, done: Done) => ours.set(id(n), sess, done)
+      : operation === 'touch'
+        ? (n: number, done: Done) => ours.touch(id(n), sess, done)
+        : (n: number, done: Done) => ours.get(id(n), done)
   // BENCH_HEAP_PROFILE=file.heapprofile: allocation sites over the loop (sampled, collected objects included).
   const heapFile = process.env.BENCH_HEAP_PROFILE
   const inspector = heapFile ? new (await import('node:inspector')).Session() : undefined
@@ -112,24 +134,24 @@ if (profile) {
   console.log(`${operation} x${inFlight}: ${Math.round(rate)} ops/s`)
 } else {
   console.log(
-    `${SIZE} B sessions, ${protocol}, ${ROUNDS} rounds of ${SAMPLE_MS} ms; ops/s median [min-max], ratio to raw memjs round by round`,
+    `${SIZE} B sessions, ${protocol}, ${ROUNDS} rounds of ${SAMPLE_MS} ms; ops/s median [min-max], ratio to the pipelined client round by round`,
   )
-  for (const operation of ['get', 'set'] as const) {
+  const run = (v: Variant, operation: 'get' | 'set' | 'touch') => (n: number, done: Done) =>
+    operation === 'get' ? v.get(id(n), done) : operation === 'set' ? v.set(id(n), sess, done) : v.touch(id(n), sess, done)
+  for (const operation of ['get', 'set', 'touch'] as const) {
     for (const inFlight of [1, 50]) {
       // BENCH_CELLS="get:50,set:1" measures only those.
       if (process.env.BENCH_CELLS && !process.env.BENCH_CELLS.split(',').includes(`${operation}:${inFlight}`)) continue
       const samples: Record<string, number[]> = {}
-      for (const v of variants)
-        await loop((n, done) => (operation === 'get' ? v.get(id(n), done) : v.set(id(n), sess, done)), inFlight, 100)
+      for (const v of variants) await loop(run(v, operation), inFlight, 100)
       for (let round = 0; round < ROUNDS; round++) {
         for (const v of rotation(variants, round)) {
-          const op = (n: number, done: Done) => (operation === 'get' ? v.get(id(n), done) : v.set(id(n), sess, done))
-          samples[v.name] = [...(samples[v.name] ?? []), await loop(op, inFlight, SAMPLE_MS)]
+          samples[v.name] = [...(samples[v.name] ?? []), await loop(run(v, operation), inFlight, SAMPLE_MS)]
         }
       }
       const line = variants.map((v) => {
         const s = summarize(samples[v.name])
-        const r = summarize(pairedRatios(samples[v.name], samples['raw memjs']))
+        const r = summarize(pairedRatios(samples[v.name], samples['pipelined client']))
         return `${v.name} ${Math.round(s.median)} [${Math.round(s.min)}-${Math.round(s.max)}] ${r.median.toFixed(2)}x [${r.min.toFixed(2)}-${r.max.toFixed(2)}]`
       })
       if (samples['baseline build']) {
