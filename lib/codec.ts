@@ -1,6 +1,6 @@
 import type { SessionData } from 'express-session'
 import type { SessionCipher } from './crypto.js'
-import { MemcacheStoreError, type Operation, toError } from './errors.js'
+import { MemcacheStoreError, messageOf, type Operation } from './errors.js'
 
 export interface Serializer {
   stringify(sess: SessionData): string
@@ -42,11 +42,15 @@ export class SessionCodec {
 
   /** The bytes to store and the plain text (the base of a later merge). Throws ESERIALIZE or ETOOLARGE. */
   encode(sess: SessionData, key: string, context: CodecContext): { value: Buffer; text: string } {
+    // What has no cookie would never read back as a session (see decode): refused rather than stored unseen.
+    if (!isPlainObject((sess as { cookie?: unknown } | null)?.cookie)) {
+      throw serializeError(context, 'could not be stored: it has no `cookie` object (express-session always gives a session one)')
+    }
     let text: unknown
     try {
       text = this.#serializer.stringify(sess)
     } catch (err) {
-      throw serializeError(context, `could not be serialized: ${toError(err).message}`, err)
+      throw serializeError(context, `could not be serialized: ${messageOf(err)}`, err)
     }
     if (typeof text !== 'string') {
       throw serializeError(context, `could not be serialized: the serializer's stringify returned ${describeShape(text)}, not a string`)
@@ -87,7 +91,7 @@ export class SessionCodec {
     try {
       parsed = this.#serializer.parse(text)
     } catch (err) {
-      return { ok: false, reason: `it could not be parsed (${toError(err).message})` }
+      return { ok: false, reason: `it could not be parsed (${messageOf(err)})` }
     }
     if (isThenable(parsed)) {
       throw serializeError(

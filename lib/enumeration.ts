@@ -1,7 +1,6 @@
 import type { SessionData } from 'express-session'
-import { MemcacheStoreError, type Operation } from './errors.js'
-import { metadump } from './memcached/crawler.js'
-import type { Server } from './memcached/memcached.js'
+import { MemcacheStoreError, type Operation, storeError } from './errors.js'
+import { MemcachedError, metadump, type Server } from './memcached/index.js'
 import { debug } from './observability.js'
 
 export interface EnumerationSource {
@@ -98,7 +97,7 @@ export class SessionEnumeration {
 
   /** Ends any dump in progress. */
   close(): void {
-    this.#abort.abort()
+    this.#abort.abort('abandoned: the store was closed')
   }
 
   /** This store's keys on every server, live by memcached's clock (or every one, with `withExpired`). */
@@ -129,14 +128,15 @@ export class SessionEnumeration {
       try {
         return await this.#dump(server, operation)
       } catch (err) {
-        if (!(err instanceof MemcacheStoreError) || err.code !== 'EBUSY') throw err
+        if (!(err instanceof MemcachedError) || err.code !== 'EBUSY') throw storeError(err, operation, undefined)
         const waited = performance.now() - started
         const pause = BUSY_RETRY_MS[Math.min(attempt, BUSY_RETRY_MS.length - 1)]
         if (waited + pause > this.#source.timeoutMs) {
-          throw new MemcacheStoreError('EBUSY', err.operation, `${err.message}; still busy after ${Math.round(waited)} ms of retries`, {
-            server: err.server,
-            command: err.command,
-            reason: err.reason,
+          const busy = storeError(err, operation, undefined)
+          throw new MemcacheStoreError('EBUSY', operation, `${busy.message}; still busy after ${Math.round(waited)} ms of retries`, {
+            server: busy.server,
+            command: busy.command,
+            reason: busy.reason,
             sent: true,
           })
         }
@@ -152,7 +152,6 @@ export class SessionEnumeration {
     const listed: Listed[] = []
     await metadump({
       transport: server.lister,
-      operation,
       idleTimeoutMs: timeoutMs,
       deadlineMs: DUMP_DEADLINE_TIMEOUTS * timeoutMs,
       signal: this.#abort.signal,

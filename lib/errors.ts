@@ -1,3 +1,5 @@
+import { type FailureCode, MemcachedError } from './memcached/index.js'
+
 /** How many characters of a session ID may appear in a message; the rest is elided. */
 const SHOWN_ID_CHARS = 6
 
@@ -44,6 +46,11 @@ export const ERROR_CODES = {
   ESERIALIZE: { kind: 'input', action: 'the session could not be serialized: remove BigInts, cycles and the like, or fix `serializer`' },
   ECOLLISION: { kind: 'conflict', action: 'a new session ID was already taken: use a random `genid` (or `genid: store.genid`)' },
   ECONFLICT: { kind: 'conflict', action: 'other requests kept changing the session while it was saved: retry the request' },
+  EUSERCODE: {
+    kind: 'usage',
+    action:
+      'a function the application gave the store (`ttl`, `generateId`, an event listener) threw or returned something unusable: fix it',
+  },
   ECLOSED: { kind: 'usage', action: 'the store was closed: create a new one' },
   EBUSY: { kind: 'server', action: "another listing is running on the server (memcached's crawler): retry later" },
   ENOTSUPPORTED: { kind: 'usage', action: 'the server cannot list its keys (no lru_crawler, -X, SASL or ElastiCache Serverless)' },
@@ -51,6 +58,11 @@ export const ERROR_CODES = {
 } as const satisfies Record<string, { kind: ErrorKind; action: string }>
 
 export type ErrorCode = keyof typeof ERROR_CODES
+
+/** Every failure code of the memcached layer is one of the store's codes: a compile-time check. */
+export type FailureCodesAreErrorCodes = FailureCode extends ErrorCode ? true : never
+const _failureCodesAreErrorCodes: FailureCodesAreErrorCodes = true
+void _failureCodesAreErrorCodes
 
 /** The store's methods, as errors name them. */
 export type Operation = 'get' | 'set' | 'touch' | 'destroy' | 'all' | 'ids' | 'length' | 'clear' | 'ready' | 'genid'
@@ -102,11 +114,62 @@ export class MemcacheStoreError extends Error {
 
 /** True for the failures `failOpen` may swallow: memcached unreachable or misbehaving. */
 export function isServerFailure(err: unknown): boolean {
-  return err instanceof MemcacheStoreError && ERROR_CODES[err.code].kind === 'server'
+  return (err instanceof MemcacheStoreError || err instanceof MemcachedError) && ERROR_CODES[err.code].kind === 'server'
 }
 
-/** Turns whatever a dependency rejected with (memjs rejects some failures with strings) into an Error. */
-export function toError(value: unknown): Error {
-  if (value instanceof Error) return value
-  return new Error(typeof value === 'string' ? value : `non-error value: ${String(value)}`)
+/** A function the application gave the store threw, or returned something unusable: `reason` says which and how. */
+export class UserCodeError extends Error {
+  override name = 'UserCodeError'
+  readonly reason: string
+
+  constructor(reason: string, cause?: unknown) {
+    const full = cause === undefined ? reason : `${reason}: ${describeThrown(cause)}`
+    super(full, cause === undefined ? undefined : { cause })
+    this.reason = full
+  }
+}
+
+/**
+ * The store's error for whatever an operation on `subject` failed with: a memcached failure is worded
+ * here, in one place ("memcached get of session abc123… on host:port timed out: ..."); a store error
+ * passes as is; anything else (the application's code threw) becomes EUSERCODE. `reached`: whether
+ * memcached answered a request of the operation already.
+ */
+export function storeError(err: unknown, operation: Operation, subject: string | undefined, reached = false): MemcacheStoreError {
+  if (err instanceof MemcacheStoreError) return err
+  if (err instanceof MemcachedError) {
+    const { code, command, server, reason } = err
+    const what = subject === undefined ? `memcached ${command} on ${server}` : `memcached ${command} of ${subject} on ${server}`
+    const verb = code === 'ETIMEDOUT' && command !== 'metadump' ? 'timed out' : 'failed'
+    const note =
+      subject === undefined ? '' : !err.sent ? '; it was not sent' : err.mayBeApplied ? '; it was sent and may still be applied' : ''
+    return new MemcacheStoreError(code, operation, `${what} ${verb}: ${reason}${note}`, {
+      server,
+      command,
+      session: subject,
+      // The operation's: an earlier request of it reached memcached, though this one may not have.
+      sent: err.sent || reached,
+      reason,
+      cause: err.cause,
+    })
+  }
+  const reason = err instanceof UserCodeError ? err.reason : `the application's code or data threw: ${describeThrown(err)}`
+  const note = reached ? '' : '; nothing was sent'
+  return new MemcacheStoreError('EUSERCODE', operation, `${operation}${subject ? ` of ${subject}` : ''} failed: ${reason}${note}`, {
+    session: subject,
+    reason,
+    sent: reached,
+    cause: err instanceof UserCodeError ? (err.cause ?? err) : err,
+  })
+}
+
+/** What was thrown, in a few words: an Error's name and message, or the value. */
+export function describeThrown(value: unknown): string {
+  return value instanceof Error ? `${value.name}: ${value.message}` : messageOf(value)
+}
+
+/** An Error's message, or what else was thrown as text. */
+export function messageOf(value: unknown): string {
+  if (value instanceof Error) return value.message
+  return typeof value === 'string' ? value : `a non-error value (${String(value)})`
 }

@@ -1,8 +1,8 @@
 import { randomBytes } from 'node:crypto'
-import { isServerFailure, redactId } from './errors.js'
+import { describeThrown, isServerFailure, MemcacheStoreError, redactId, storeError } from './errors.js'
 import { keyProblem } from './keys.js'
 import type { BurstLog } from './log.js'
-import type { Memcached } from './memcached/memcached.js'
+import type { MemcachedClient } from './memcached/index.js'
 import { debug } from './observability.js'
 import { PLACEHOLDER, RESERVATION_TTL_SECONDS } from './reservations.js'
 
@@ -169,7 +169,12 @@ export class ReservedIds {
       (err: unknown) => {
         this.#reserving--
         if (this.#closed) return
-        if (!isServerFailure(err)) this.#options.log.report('genid', `reserving a session ID failed: ${(err as Error).message}`)
+        if (!isServerFailure(err)) {
+          this.#options.log.report(
+            'genid',
+            `reserving a session ID failed: ${storeError(err, 'genid', `session ${redactId(sid)}`).message}`,
+          )
+        }
         this.#pause()
       },
     )
@@ -188,14 +193,17 @@ export class ReservedIds {
     this.#retry.unref()
   }
 
-  /** A candidate from the generator, checked like any session ID. */
+  /** A candidate from the generator, checked like any session ID; the generator is the application's code (EUSERCODE). */
   #candidate(): string {
-    const sid = this.#options.generate()
-    const problem = typeof sid !== 'string' || sid === '' ? 'is not a non-empty string' : keyProblem(this.#options.prefix + sid)
-    if (problem !== undefined) {
-      throw new TypeError(`\`generateId\` returned an ID that cannot be a memcached key: its key ${problem}`)
+    let sid: unknown
+    try {
+      sid = this.#options.generate()
+    } catch (err) {
+      throw userCodeError(`\`generateId\` threw: ${describeThrown(err)}`, err)
     }
-    return sid
+    const problem = typeof sid !== 'string' || sid === '' ? 'is not a non-empty string' : keyProblem(this.#options.prefix + sid)
+    if (problem !== undefined) throw userCodeError(`\`generateId\` returned an ID that cannot be a memcached key: its key ${problem}`)
+    return sid as string
   }
 }
 
@@ -205,23 +213,22 @@ function isStale(reservation: Reservation, now: number): boolean {
 
 /** A pool that reserves IDs under `prefix` on `memcached`: an ADD of the placeholder each, with the store's timeout. */
 export function reservedIdsOn(
-  memcached: Memcached,
+  client: MemcachedClient,
   options: { prefix: string; timeoutMs: number; generate: () => string; log: BurstLog },
 ): ReservedIds {
-  const context = (sid: string) => ({
-    operation: 'genid' as const,
-    subject: `session ${redactId(sid)}`,
-    deadline: performance.now() + options.timeoutMs,
-    sent: false,
-  })
+  const scope = () => ({ deadline: performance.now() + options.timeoutMs, sent: false, answered: false })
   return new ReservedIds({
     prefix: options.prefix,
     generate: options.generate,
     log: options.log,
-    reserve: async (sid, key) => {
-      const added = await memcached.store('add', key, PLACEHOLDER, RESERVATION_TTL_SECONDS, context(sid))
+    reserve: async (_sid, key) => {
+      const added = await client.store('add', key, PLACEHOLDER, RESERVATION_TTL_SECONDS, scope())
       return added.status === 'ok' ? added.cas : 'taken'
     },
-    release: (sid, key, cas) => memcached.delete(key, context(sid), cas),
+    release: (_sid, key, cas) => client.delete(key, scope(), cas),
   })
+}
+
+function userCodeError(reason: string, cause?: unknown): MemcacheStoreError {
+  return new MemcacheStoreError('EUSERCODE', 'genid', reason, { reason, cause })
 }

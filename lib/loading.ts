@@ -1,12 +1,12 @@
 import type { SessionData } from 'express-session'
 import type { SessionCodec } from './codec.js'
 import type { BurstLog } from './log.js'
-import type { Item, Memcached } from './memcached/memcached.js'
+import type { Item, MemcachedClient } from './memcached/index.js'
 import { debug } from './observability.js'
 import type { Origins } from './origins.js'
 import { isPlaceholder } from './reservations.js'
 import type { OperationContext } from './runner.js'
-import { cookieExpiry, memcachedExpiry, renewedLifetimeSeconds, type TtlOption } from './ttl.js'
+import { cookieExpiry, memcachedExpiry, outlasts, renewedLifetimeSeconds, type TtlOption } from './ttl.js'
 
 /**
  * memcached keeps an item up to about two seconds past the cookie's expiry (its clock ticks in whole
@@ -32,83 +32,105 @@ function expiredAt(expiresAt: number | undefined): boolean {
 }
 
 export interface LoaderOptions {
-  memcached: Memcached
+  client: MemcachedClient
   codec: SessionCodec
   origins: Origins
   log: BurstLog
   ttl: TtlOption
   disableTouch: boolean
-  /** Runs a follow-up request of a read (a delete, a corrective touch) as an operation of its own. */
-  followUp(what: 'delete' | 'touch', sid: string, request: (context: OperationContext) => Promise<unknown>): void
 }
+
+/** A request a read leaves to do, run by the store as an operation of its own: delete what the read found expired, or correct the expiry it set. */
+export type FollowUp = { what: 'delete'; cas: bigint } | { what: 'touch'; expiry: number }
+
+/** A read's outcome: the session (or null), and a follow-up request when one is needed. */
+export interface Loaded {
+  sess: SessionData | null
+  followUp: FollowUp | undefined
+}
+
+/** How a read extended the session it found: until when (ms since the epoch) and by how much (seconds); both 0 without extension. */
+export interface Extension {
+  until: number
+  seconds: number
+}
+
+const NOT_EXTENDED: Extension = { until: 0, seconds: 0 }
 
 /**
  * How sessions are read. A read is a get-and-touch (GATK, `mg ... T`): it moves the session's expiry
- * to the lifetime express-session's touch will ask for, so that a request that only reads its
- * session costs one memcached request. What a read finds is parsed only when handed over: parsed
- * earlier, it would ride the promise chain and outlive young-generation collections (see
- * bench/README.md).
+ * to the lifetime express-session's touch is expected to ask for, so that a request that only reads
+ * its session costs one memcached request. That lifetime is not known before the session is: the
+ * read uses the longest any session was given, so that it never cuts one short, and a session
+ * whose own lifetime is shorter is set back to it at once (a follow-up TOUCH). What a read finds is
+ * parsed only when handed over (see docs/internals.md).
  */
 export class SessionLoader {
   readonly #options: LoaderOptions
-  /** The lifetime (seconds) of the latest session written or touched: what a read extends sessions by. */
-  #lifetimeHint: number | undefined
+  /** The longest lifetime (seconds, 0 for none) of the sessions written or touched: what reads extend sessions by. */
+  #longest: number | undefined
 
   constructor(options: LoaderOptions) {
     this.#options = options
   }
 
-  /** Notes the lifetime a session was written or touched with: reads extend sessions by the latest. */
+  /** Notes the lifetime a session was written or touched with (`seconds`, for a `ttl` function) or will be renewed with. */
   noteLifetime(sess: SessionData, seconds: number): void {
     const { ttl } = this.#options
-    this.#lifetimeHint = typeof ttl === 'function' ? seconds : renewedLifetimeSeconds(sess, ttl)
+    const renewed = typeof ttl === 'function' ? seconds : renewedLifetimeSeconds(sess, ttl)
+    if (renewed >= 0 && (this.#longest === undefined || !outlasts(this.#longest, renewed))) this.#longest = renewed
   }
 
-  /**
-   * GET, or get-and-touch with the lifetime express-session's touch is expected to ask for (noted on
-   * the context: until when, and by how much, the read extends the session). `extend` false: a plain
-   * GET (listings, and with `disableTouch`).
-   */
-  read(context: OperationContext, extend: boolean): Promise<Item | undefined> {
-    const { memcached, disableTouch } = this.#options
-    const lifetime = this.#lifetimeHint
-    if (!extend || disableTouch || lifetime === undefined) return memcached.get(context.key, context)
-    context.extendedUntil = Date.now() + lifetime * 1000
-    context.extendedFor = lifetime
-    return memcached.getAndTouch(context.key, memcachedExpiry(lifetime), context)
+  /** The lifetime a read extends sessions by, or undefined for a plain GET (listings, `disableTouch`, nothing written yet). */
+  extension(extend: boolean): number | undefined {
+    return extend && !this.#options.disableTouch ? this.#longest : undefined
+  }
+
+  /** GET, or get-and-touch by `lifetime` seconds. */
+  read(op: OperationContext, lifetime: number | undefined): Promise<Item | undefined> {
+    const { client } = this.#options
+    if (lifetime === undefined) return client.get(op.key, op.scope)
+    return client.getAndTouch(op.key, memcachedExpiry(lifetime), op.scope)
   }
 
   /**
    * A loaded item as a session (remembering its CAS and text for the next save), or null when it is
    * not a live one. A session found expired after a get-and-touch extended it is deleted (if still
-   * unchanged), so that the read does not keep it alive; one extended by another session's lifetime
-   * is corrected at once.
+   * unchanged), so that the read does not keep it alive; one extended longer than its own lifetime
+   * is set back to it.
    */
-  toSession(item: Item, context: OperationContext): SessionData | null {
-    const { codec, origins, log, followUp, memcached, ttl } = this.#options
-    const { extendedUntil, extendedFor } = context
-    if (isPlaceholder(item.value)) return null
-    const decoded = codec.decode(item.value, context.key, context)
+  toSession(item: Item, op: OperationContext, extension: Extension = NOT_EXTENDED): Loaded {
+    const { codec, origins, log, ttl } = this.#options
+    if (isPlaceholder(item.value)) return { sess: null, followUp: undefined }
+    const decoded = codec.decode(item.value, op.key, op)
     if (!decoded.ok) {
-      debug('decode failure: %s is not a session (%s)', context.subject, decoded.reason)
-      log.report('decode', `the stored value of ${context.subject} is not a session (${decoded.reason}); it was treated as no session`)
-      return null
+      debug('decode failure: %s is not a session (%s)', op.subject, decoded.reason)
+      log.report('decode', `the stored value of ${op.subject} is not a session (${decoded.reason}); it was treated as no session`)
+      return { sess: null, followUp: undefined }
     }
     const storedExpiry = cookieExpiry(decoded.sess)
     if (expiredAt(storedExpiry)) {
-      if (extendedUntil !== 0) followUp('delete', context.sid, (ctx) => memcached.delete(ctx.key, ctx, item.cas))
-      return null
+      return { sess: null, followUp: extension.until === 0 ? undefined : { what: 'delete', cas: item.cas } }
     }
-    let extended = extendedUntil
-    if (extended !== 0) {
+    let extendedUntil = extension.until
+    let followUp: FollowUp | undefined
+    if (extendedUntil !== 0) {
       const lifetime = renewedLifetimeSeconds(decoded.sess, ttl)
-      if (Math.abs(lifetime - extendedFor) > 1) {
-        // A request that ends without a touch would leave the other session's lifetime in place.
-        extended = 0
-        if (lifetime >= 0) followUp('touch', context.sid, (ctx) => memcached.touch(ctx.key, memcachedExpiry(lifetime), ctx))
+      if (lifetime < 0) {
+        extendedUntil = 0
+      } else if (differ(lifetime, extension.seconds)) {
+        // Extended by another session's (longer) lifetime: set back to its own at once, so that a
+        // request that ends without a touch does not leave it there.
+        followUp = { what: 'touch', expiry: memcachedExpiry(lifetime) }
+        extendedUntil = Date.now() + lifetime * 1000
       }
     }
-    origins.remember(decoded.sess, { key: context.key, cas: item.cas, text: decoded.text, storedExpiry, extendedUntil: extended })
-    return decoded.sess
+    origins.remember(decoded.sess, { key: op.key, cas: item.cas, text: decoded.text, storedExpiry, extendedUntil })
+    return { sess: decoded.sess, followUp }
   }
+}
+
+/** Whether two lifetimes (seconds, 0 for none) differ by more than memcached's one-second tick. */
+function differ(a: number, b: number): boolean {
+  return a !== b && (a === 0 || b === 0 || Math.abs(a - b) > 1)
 }

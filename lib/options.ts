@@ -4,12 +4,9 @@ import type { Serializer } from './codec.js'
 import { checkSecret, type SecretKeyring, type SecretOption } from './crypto.js'
 import { randomSessionId } from './genid.js'
 import { keyProblem } from './keys.js'
+import type { Logger } from './log.js'
+import type { Credentials, Hints, ServerConfig } from './memcached/index.js'
 import type { TtlOption } from './ttl.js'
-
-/** Where the store writes what it logs: anything with a `warn` method, such as `console`. */
-export interface Logger {
-  warn(message: string): void
-}
 
 /** A server with its relative share of sessions: `{ address: 'cache-1:11211', weight: 2 }`. */
 export interface WeightedServer {
@@ -134,20 +131,8 @@ export interface MemcacheStoreOptions {
   generateId?: () => string
 }
 
-/** One server, parsed. */
-export interface ServerOption {
-  host: string
-  port: number
-  /** Relative share of sessions. */
-  weight: number
-  /** Credentials from the address itself, which win over `username`/`password`. */
-  credentials: Credentials | undefined
-}
-
-export interface Credentials {
-  username: string
-  password: string
-}
+/** One server, parsed: credentials from the address itself win over `username`/`password`. */
+export type ServerOption = ServerConfig
 
 export interface ResolvedOptions {
   servers: ServerOption[]
@@ -188,6 +173,12 @@ export const DEFAULTS = {
 } as const
 
 export const DEFAULT_SERVER = 'localhost:11211'
+
+/**
+ * What a prefix must end with: session IDs never contain it (express-session's are base64url), so a
+ * key is this store's only when nothing after the prefix has one (see isSessionKey).
+ */
+export const PREFIX_DELIMITER = ':'
 const DEFAULT_PORT = 11211
 
 /** Every option, checked by the compiler against the interface: adding one means adding it here. */
@@ -269,6 +260,11 @@ export function resolveOptions(options: MemcacheStoreOptions = {}, env: NodeJS.P
   const prefixProblem = prefix === '' ? undefined : keyProblem(prefix)
   if (prefixProblem !== undefined)
     throw new TypeError(`Expected \`prefix\` to be usable in a memcached key, got ${quote(prefix)}: it ${prefixProblem}`)
+  if (prefix !== '' && !prefix.endsWith(PREFIX_DELIMITER)) {
+    throw new TypeError(
+      `Expected \`prefix\` to end with "${PREFIX_DELIMITER}", got ${quote(prefix)}: without the delimiter another application's keys look like this store's (with "sess", the key "session_count" reads as session "ion_count", and clear() would delete it). Use ${JSON.stringify(prefix + PREFIX_DELIMITER)}`,
+    )
+  }
   if (typeof ttl !== 'function' && !(typeof ttl === 'number' && Number.isFinite(ttl) && ttl >= 0)) {
     throw new TypeError(`Expected \`ttl\` to be a non-negative number of seconds or a function returning one, got ${quote(ttl)}`)
   }
@@ -313,6 +309,23 @@ export function resolveOptions(options: MemcacheStoreOptions = {}, env: NodeJS.P
     logger: logger === false ? undefined : (logger ?? console),
     secrets: options.secret === undefined ? undefined : checkSecret(options.secret),
     generateId,
+  }
+}
+
+/** What the memcached client adds to its failures' reasons: where the servers and credentials come from. */
+export function clientHints({ serversFrom }: Pick<ResolvedOptions, 'serversFrom'>): Hints {
+  const credentials = 'options `username`/`password`, `user:pass@host:port` in `servers`, or MEMCACHE_USERNAME/MEMCACHE_PASSWORD'
+  switch (serversFrom) {
+    case 'default':
+      return {
+        credentials,
+        refused: 'no servers were configured, so the default localhost:11211 was used: set the `servers` option or MEMCACHE_SERVERS',
+      }
+    case 'MEMCACHIER_SERVERS':
+    case 'MEMCACHE_SERVERS':
+      return { credentials, refused: `the address came from the ${serversFrom} environment variable` }
+    default:
+      return { credentials }
   }
 }
 

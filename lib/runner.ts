@@ -1,25 +1,22 @@
 import { type Deadlined, Deadlines } from './deadlines.js'
-import { isServerFailure, MemcacheStoreError, type Operation, redactId } from './errors.js'
+import { isServerFailure, MemcacheStoreError, type Operation, redactId, storeError } from './errors.js'
 import { sessionKey } from './keys.js'
 import { type LockWaiter, SessionLocks } from './locks.js'
 import type { BurstLog } from './log.js'
-import type { RequestContext } from './memcached/wire.js'
-import { type Counters, type OperationTrace, operationChannel, type WriteKind } from './observability.js'
+import type { RequestScope } from './memcached/index.js'
+import { type Counters, type OperationTrace, operationChannel } from './observability.js'
 
 export type Callback<T> = (err: unknown, value?: T) => void
 
-/** One store operation on one session, as its work and the memcached layer see it. */
-export interface OperationContext extends RequestContext {
+/** One store operation on one session, as its work sees it. */
+export interface OperationContext {
+  readonly operation: Operation
   readonly key: string
   readonly sid: string
-  /** Whether the operation holds the session's lock (false while it waits for it). */
-  locked: boolean
-  /** How a `set` wrote, for traces. */
-  write?: WriteKind
-  /** `get`: until when its get-and-touch extended memcached's expiry (ms since the epoch); 0 without one. */
-  extendedUntil: number
-  /** `get`: the lifetime (seconds) its get-and-touch gave the session; 0 without one. */
-  extendedFor: number
+  /** The session as messages name it: `session abc123…`. */
+  readonly subject: string
+  /** The deadline of the operation's requests, and whether one of them was sent. */
+  readonly scope: RequestScope
 }
 
 /** What `run` needs to know about an operation. */
@@ -30,12 +27,14 @@ export interface OperationSpec<T, R> {
   /** What failOpen yields instead of a server failure; also what `get` yields for an ID memcached cannot hold. */
   fallback: T
   /** The operation itself, run under the session's lock. */
-  work(context: OperationContext): Promise<T>
+  work(op: OperationContext): Promise<T>
   /**
-   * Turns the work's result into what the caller gets, in the step that hands it over. `context`
-   * is the operation's (undefined when it ended before it started: the store closed, an unusable ID).
+   * Turns the work's result into what the caller gets, in the step that hands it over. `op` is
+   * undefined when the operation ended before it started (the store closed, an unusable ID).
    */
-  finish?(value: T, context: OperationContext | undefined): R
+  finish?(value: T, op: OperationContext | undefined): R
+  /** Adds what the work's result says to the operation's trace (how a `set` wrote). */
+  annotate?(trace: OperationTrace, value: T): void
   /** The store's own follow-up work (a listing's reads, housekeeping): neither counted nor traced. */
   internal?: boolean
 }
@@ -58,39 +57,43 @@ const FAIL_OPEN_CONSEQUENCE: Partial<Record<Operation, string>> = {
   touch: 'expiry not extended',
 }
 
+/** What every operation in flight shares: the session locks, the deadlines, the options. */
+interface Shared {
+  readonly options: RunnerOptions
+  readonly locks: SessionLocks
+  readonly running: Deadlines<Running<unknown, unknown>>
+}
+
 /**
  * Runs store operations: the session ID checked as a key, the session's lock, one deadline for the
- * whole operation (lock wait included), failOpen, and the optional express-session callback.
- * An operation whose deadline passes while it waits for the lock never runs: its turn is passed on.
+ * whole operation (lock wait included), failOpen, and the optional express-session callback. An
+ * operation whose deadline passes while it waits for the lock never runs: its turn is passed on.
  */
 export class OperationRunner {
-  readonly #options: RunnerOptions
-  readonly #locks = new SessionLocks()
-  readonly #running: Deadlines<Running<unknown, unknown>>
+  readonly #shared: Shared
   #closed = false
 
   constructor(options: RunnerOptions) {
-    this.#options = options
-    this.#running = new Deadlines(options.timeoutMs, (running) => running.fail(this.#timeoutError(running)))
-  }
-
-  get timeoutMs(): number {
-    return this.#options.timeoutMs
+    this.#shared = {
+      options,
+      locks: new SessionLocks(),
+      running: new Deadlines(options.timeoutMs, (running) => running.expired()),
+    }
   }
 
   get inFlight(): number {
-    return this.#running.size
+    return this.#shared.running.size
   }
 
   get lockedSessions(): number {
-    return this.#locks.size
+    return this.#shared.locks.size
   }
 
   run<T, R = T>(spec: OperationSpec<T, R>): Promise<R> {
-    const internal = spec.internal === true
-    const startedAt = internal ? 0 : performance.now()
-    const trace = !internal && operationChannel.hasSubscribers ? startTrace(this.#trace(spec.operation, spec.sid)) : undefined
     const { operation, sid } = spec
+    const { options, locks, running } = this.#shared
+    const startedAt = performance.now()
+    const trace = spec.internal !== true && operationChannel.hasSubscribers ? startTrace(traceOf(options, operation, sid)) : undefined
     if (this.#closed) {
       const subject = describeSession(sid)
       const refused = new MemcacheStoreError(
@@ -102,153 +105,243 @@ export class OperationRunner {
           reason: 'the store was closed',
         },
       )
-      return this.#settled(spec, Promise.reject(refused), trace, startedAt)
+      return this.#ended(spec, Promise.reject(refused), trace, startedAt)
     }
     let key: string
     try {
-      key = sessionKey(this.#options.prefix, sid, operation)
+      key = sessionKey(options.prefix, sid, operation)
     } catch (err) {
       // No session can be stored under a key memcached refuses.
-      return this.#settled(spec, operation === 'get' ? Promise.resolve(spec.fallback) : Promise.reject(err), trace, startedAt)
+      return this.#ended(spec, operation === 'get' ? Promise.resolve(spec.fallback) : Promise.reject(err), trace, startedAt)
     }
     // One object per operation carries everything its steps need (context, lock turn, deadline,
     // hand-over), so that no closure is made for them; the caller's promise is settled from it directly.
-    let running: Running<T, R> | undefined
+    let operationInFlight: Running<T, R> | undefined
     const promise = new Promise<R>((resolve, reject) => {
-      running = new Running(this, spec, key, sid as string, trace, startedAt, resolve, reject)
+      operationInFlight = new Running(this.#shared, spec, key, sid as string, trace, startedAt, resolve, reject)
     })
-    const started = running as Running<T, R>
-    this.#running.add(started as unknown as Running<unknown, unknown>)
-    if (this.#locks.acquire(key, started)) this.#work(started)
+    const started = operationInFlight as Running<T, R>
+    running.add(started as unknown as Running<unknown, unknown>)
+    if (locks.acquire(key, started)) started.start()
     return promise
   }
 
   /** An operation that ends before it starts (store closed, unusable ID): handed over like the others. */
-  #settled<T, R>(spec: OperationSpec<T, R>, result: Promise<T>, trace: OperationTrace | undefined, startedAt: number): Promise<R> {
+  #ended<T, R>(spec: OperationSpec<T, R>, result: Promise<T>, trace: OperationTrace | undefined, startedAt: number): Promise<R> {
     const { operation, finish } = spec
     const finishing = finish && ((value: T) => finish(value, undefined))
     if (spec.internal) return settle(result, spec.callback, finishing)
-    return settle(result, spec.callback, finishing, (err, value) => this.#record(operation, startedAt, trace, err, value))
-  }
-
-  /** The lock of `running`'s session is its own after a wait: runs its work, unless its deadline passed meanwhile. */
-  turn<T, R>(running: Running<T, R>): void {
-    const { key } = running
-    // Timed out while waiting: the work must never run. The deadline may have passed with its
-    // sweep still to come (a blocked event loop): the waiter then fails here, the same way.
-    if (!this.#running.has(running)) {
-      this.#locks.release(key)
-      return
-    }
-    if (performance.now() >= running.deadline) {
-      this.#running.delete(running)
-      this.#locks.release(key)
-      running.fail(this.#timeoutError(running))
-      return
-    }
-    this.#work(running)
-  }
-
-  /** Runs an operation's work, its session's lock held. */
-  #work<T, R>(running: Running<T, R>): void {
-    const { key } = running
-    running.locked = true
-    let work: Promise<T>
-    try {
-      work = running.spec.work(running)
-    } catch (err) {
-      work = Promise.reject(err)
-    }
-    work.then(
-      (value) => {
-        this.#locks.release(key)
-        if (this.#running.delete(running)) running.succeed(value)
-      },
-      (err) => {
-        this.#locks.release(key)
-        if (this.#running.delete(running)) running.fail(err)
-      },
-    )
-  }
-
-  /** The store closed while `running` waited for its session's lock. */
-  cancelled<T, R>(running: Running<T, R>): void {
-    if (!this.#running.delete(running)) return
-    const reason = 'the store was closed while it waited for the session'
-    const { operation, subject } = running
-    running.handOverError(
-      new MemcacheStoreError('ECLOSED', operation, `${operation} of ${subject} abandoned: ${reason}; nothing was sent`, {
-        session: subject,
-        reason,
-      }),
-    )
-  }
-
-  /** What an operation's failure becomes: failOpen's fallback for a server failure (never for destroy), else the error. */
-  failed<T, R>(running: Running<T, R>, err: unknown): void {
-    const { operation } = running
-    // A logout that did not happen must not look like one: destroy never fails open.
-    if (this.#options.failOpen && operation !== 'destroy' && isServerFailure(err)) {
-      this.#options.log.report('memcached', `${(err as Error).message}; ${FAIL_OPEN_CONSEQUENCE[operation]} (failOpen)`)
-      running.handOver(running.spec.fallback)
-    } else running.handOverError(err)
-  }
-
-  succeeded<T, R>(running: Running<T, R>, value: T): void {
-    this.#options.log.recovered('memcached')
-    if (running.trace && running.write) running.trace.write = running.write
-    running.handOver(value)
-  }
-
-  /** Counts and traces an operation as handed over (error, or value). */
-  observed(running: Running<unknown, unknown>, err: unknown, value?: unknown): void {
-    this.#record(running.operation, running.startedAt, running.trace, err, value)
+    return settle(result, spec.callback, finishing, (err, value) => record(this.#shared.options, operation, startedAt, trace, err, value))
   }
 
   /** An operation that turned out to need no request (a touch the read already made): counted, traced, handed over at once. */
   nothingToDo(operation: Operation, sid: string, callback: Callback<void> | undefined): Promise<void> {
+    const { options } = this.#shared
     const startedAt = performance.now()
-    const trace = operationChannel.hasSubscribers ? startTrace(this.#trace(operation, sid)) : undefined
-    this.#record(operation, startedAt, trace, undefined)
+    const trace = operationChannel.hasSubscribers ? startTrace(traceOf(options, operation, sid)) : undefined
+    record(options, operation, startedAt, trace, undefined)
     if (callback) process.nextTick(callback, null)
     return DONE
   }
 
   /** A listing (all, ids, length, clear): counted and traced like the other operations, on every server. */
   list<T>(operation: Operation, servers: string, callback: Callback<T> | undefined, work: () => Promise<T>): Promise<T> {
+    const { options } = this.#shared
     const startedAt = performance.now()
     const trace = operationChannel.hasSubscribers ? startTrace({ operation, server: servers, session: undefined }) : undefined
-    return settle(work(), callback, undefined, (err) => this.#record(operation, startedAt, trace, err))
-  }
-
-  /** The counters and the trace of a settled operation; for `get`, whether it found a session. */
-  #record(operation: Operation, startedAt: number, trace: OperationTrace | undefined, err: unknown, value?: unknown): void {
-    const hit = operation === 'get' && err === undefined ? value !== null : undefined
-    this.#options.counters.record(operation, startedAt, err, hit)
-    if (trace) finishTrace(trace, err, hit)
-  }
-
-  #trace(operation: Operation, sid: unknown): OperationTrace {
-    const valid = typeof sid === 'string' && sid !== ''
-    return {
-      operation,
-      server: valid ? this.#options.addressFor(this.#options.prefix + sid) : '',
-      session: valid ? redactId(sid) : undefined,
+    let listed: Promise<T>
+    try {
+      listed = work().catch((err: unknown) => Promise.reject(storeError(err, operation, undefined)))
+    } catch (err) {
+      listed = Promise.reject(storeError(err, operation, undefined))
     }
+    return settle(listed, callback, undefined, (err) => record(options, operation, startedAt, trace, err))
   }
 
   /** Refuses new operations and cancels lock waits; resolves once the operations already running have settled. */
   close(): Promise<void> {
     this.#closed = true
-    this.#locks.cancelWaiters()
-    return this.#running.whenEmpty()
+    this.#shared.locks.cancelWaiters()
+    return this.#shared.running.whenEmpty()
+  }
+}
+
+/**
+ * One operation in flight, from start to hand-over: its context (what its work sees), its place in
+ * the session's lock queue and among the deadlines, and how its outcome reaches the caller.
+ */
+class Running<T, R> implements OperationContext, LockWaiter, Deadlined<Running<unknown, unknown>> {
+  readonly operation: Operation
+  readonly key: string
+  readonly sid: string
+  readonly scope: RequestScope
+  readonly spec: OperationSpec<T, R>
+  readonly trace: OperationTrace | undefined
+  readonly startedAt: number
+  /** Whether the operation holds the session's lock (false while it waits for it). */
+  locked = false
+  pending = false
+  earlier: Running<unknown, unknown> | undefined = undefined
+  later: Running<unknown, unknown> | undefined = undefined
+  readonly #shared: Shared
+  #resolve: ((value: R) => void) | undefined
+  #reject: ((err: unknown) => void) | undefined
+  #subject: string | undefined = undefined
+
+  constructor(
+    shared: Shared,
+    spec: OperationSpec<T, R>,
+    key: string,
+    sid: string,
+    trace: OperationTrace | undefined,
+    startedAt: number,
+    resolve: (value: R) => void,
+    reject: (err: unknown) => void,
+  ) {
+    this.#shared = shared
+    this.spec = spec
+    this.operation = spec.operation
+    this.key = key
+    this.sid = sid
+    this.trace = trace
+    this.startedAt = startedAt
+    this.scope = { deadline: startedAt + shared.options.timeoutMs, sent: false, answered: false }
+    this.#resolve = resolve
+    this.#reject = reject
   }
 
-  #timeoutError(running: OperationContext): MemcacheStoreError {
-    const { operation, subject, sent, key } = running
-    const ms = this.#options.timeoutMs
-    const server = this.#options.addressFor(key)
-    if (!running.locked) {
+  get deadline(): number {
+    return this.scope.deadline
+  }
+
+  /** The session as messages name it; built only when a message needs it (failures, debug lines). */
+  get subject(): string {
+    this.#subject ??= `session ${redactId(this.sid)}`
+    return this.#subject
+  }
+
+  /** Runs the work, the session's lock held. */
+  start(): void {
+    this.locked = true
+    let work: Promise<T>
+    try {
+      work = this.spec.work(this)
+    } catch (err) {
+      work = Promise.reject(err)
+    }
+    work.then(
+      (value) => {
+        if (this.#released()) this.#succeeded(value)
+      },
+      (err: unknown) => {
+        if (this.#released()) this.#failed(err)
+      },
+    )
+  }
+
+  /** The lock is this operation's after a wait: it runs, unless its deadline passed meanwhile. */
+  turn(): void {
+    const { locks, running } = this.#shared
+    // Timed out while waiting: the work must never run. The deadline may have passed with its
+    // sweep still to come (a blocked event loop): the waiter then fails here, the same way.
+    if (!this.pending) {
+      locks.release(this.key)
+    } else if (performance.now() >= this.deadline) {
+      running.delete(this as Running<unknown, unknown>)
+      locks.release(this.key)
+      this.#failed(this.#timeout())
+    } else this.start()
+  }
+
+  /** The store closed while this operation waited for its session's lock. */
+  cancelled(): void {
+    if (!this.#shared.running.delete(this as Running<unknown, unknown>)) return
+    const reason = 'the store was closed while it waited for the session'
+    this.#handOverError(
+      new MemcacheStoreError('ECLOSED', this.operation, `${this.operation} of ${this.subject} abandoned: ${reason}; nothing was sent`, {
+        session: this.subject,
+        reason,
+      }),
+    )
+  }
+
+  /** The deadline passed (the sweep took it off the list): the caller hears now; work still running settles unheard. */
+  expired(): void {
+    this.#failed(this.#timeout())
+  }
+
+  /** The work ended: the lock is passed on; true when the outcome is still the caller's to hear. */
+  #released(): boolean {
+    this.#shared.locks.release(this.key)
+    return this.#shared.running.delete(this as Running<unknown, unknown>)
+  }
+
+  #succeeded(value: T): void {
+    this.#shared.options.log.recovered('memcached')
+    if (this.trace && this.spec.annotate) this.spec.annotate(this.trace, value)
+    this.#handOver(value)
+  }
+
+  /** What a failure becomes: failOpen's fallback for a server failure (never for destroy), else the store's error. */
+  #failed(err: unknown): void {
+    const error = storeError(err, this.operation, this.subject, this.scope.answered)
+    const { failOpen, log } = this.#shared.options
+    // A logout that did not happen must not look like one: destroy never fails open.
+    if (failOpen && this.operation !== 'destroy' && isServerFailure(error)) {
+      log.report('memcached', `${error.message}; ${FAIL_OPEN_CONSEQUENCE[this.operation]} (failOpen)`)
+      this.#handOver(this.spec.fallback)
+    } else this.#handOverError(error)
+  }
+
+  /**
+   * Hands a result to express-session's callback (outside the promise chain, next tick) or to the
+   * caller's await, through `finish`; what `finish` throws goes to the callback (or rejects).
+   */
+  #handOver(value: T): void {
+    const { finish, callback } = this.spec
+    let out: R
+    try {
+      out = finish ? finish(value, this) : (value as unknown as R)
+    } catch (err) {
+      this.#handOverError(storeError(err, this.operation, this.subject, this.scope.answered))
+      return
+    }
+    if (this.spec.internal !== true) record(this.#shared.options, this.operation, this.startedAt, this.trace, undefined, out)
+    const resolve = this.#resolve
+    this.#letGo()
+    if (callback) process.nextTick(callback, null, out)
+    resolve?.(out)
+  }
+
+  /** With a callback the error goes to it and the caller's promise resolves (undefined); without, the promise rejects. */
+  #handOverError(err: MemcacheStoreError): void {
+    if (this.spec.internal !== true) record(this.#shared.options, this.operation, this.startedAt, this.trace, err)
+    const { callback } = this.spec
+    const resolve = this.#resolve
+    const reject = this.#reject
+    this.#letGo()
+    if (callback) {
+      process.nextTick(callback, err)
+      resolve?.(undefined as R)
+    } else reject?.(err)
+  }
+
+  /**
+   * Drops the caller's promise once it is settled: this object can stay reachable for a while after
+   * the operation ended (a connection's request refers to its scope's owner until the reply), and
+   * through the promise it would keep the session it resolved with alive (see docs/internals.md).
+   */
+  #letGo(): void {
+    this.#resolve = undefined
+    this.#reject = undefined
+  }
+
+  #timeout(): MemcacheStoreError {
+    const { operation, subject, key } = this
+    const { timeoutMs: ms, addressFor } = this.#shared.options
+    const sent = this.scope.sent
+    const server = addressFor(key)
+    if (!this.locked) {
       const reason = `another operation on this session was still running after ${ms} ms`
       return new MemcacheStoreError(
         'ETIMEDOUT',
@@ -268,125 +361,32 @@ export class OperationRunner {
   }
 }
 
-/**
- * One operation in flight: its context (what its work and the memcached layer see), its place in
- * the session's lock queue and among the deadlines, and the hand-over of its outcome to the caller.
- */
-class Running<T, R> implements OperationContext, LockWaiter, Deadlined<Running<unknown, unknown>> {
-  readonly operation: Operation
-  readonly key: string
-  readonly sid: string
-  readonly deadline: number
-  readonly spec: OperationSpec<T, R>
-  readonly trace: OperationTrace | undefined
-  readonly startedAt: number
-  sent = false
-  locked = false
-  write: WriteKind | undefined = undefined
-  extendedUntil = 0
-  extendedFor = 0
-  pending = false
-  earlier: Running<unknown, unknown> | undefined = undefined
-  later: Running<unknown, unknown> | undefined = undefined
-  readonly #runner: OperationRunner
-  #resolve: ((value: R) => void) | undefined
-  #reject: ((err: unknown) => void) | undefined
-  #subject: string | undefined = undefined
-
-  constructor(
-    runner: OperationRunner,
-    spec: OperationSpec<T, R>,
-    key: string,
-    sid: string,
-    trace: OperationTrace | undefined,
-    startedAt: number,
-    resolve: (value: R) => void,
-    reject: (err: unknown) => void,
-  ) {
-    const internal = spec.internal === true
-    this.#runner = runner
-    this.spec = spec
-    this.operation = spec.operation
-    this.key = key
-    this.sid = sid
-    this.trace = trace
-    this.startedAt = startedAt
-    // An internal operation is not timed for the counters: its start is read here.
-    this.deadline = (internal ? performance.now() : startedAt) + runner.timeoutMs
-    this.#resolve = resolve
-    this.#reject = reject
-  }
-
-  /** The session as messages name it; built only when a message needs it (failures, debug lines). */
-  get subject(): string {
-    this.#subject ??= `session ${redactId(this.sid)}`
-    return this.#subject
-  }
-
-  turn(): void {
-    this.#runner.turn(this)
-  }
-
-  cancelled(): void {
-    this.#runner.cancelled(this)
-  }
-
-  fail(err: unknown): void {
-    this.#runner.failed(this, err)
-  }
-
-  succeed(value: T): void {
-    this.#runner.succeeded(this, value)
-  }
-
-  /**
-   * Hands a result to express-session's callback (outside the promise chain, next tick) or to the
-   * caller's await, through `finish`; what `finish` throws goes to the callback (or rejects).
-   */
-  handOver(value: T): void {
-    const { finish, callback } = this.spec
-    let out: R
-    try {
-      out = finish ? finish(value, this) : (value as unknown as R)
-    } catch (err) {
-      this.handOverError(err)
-      return
-    }
-    if (this.spec.internal !== true) this.#runner.observed(this as Running<unknown, unknown>, undefined, out)
-    const resolve = this.#resolve
-    this.#letGo()
-    if (callback) process.nextTick(callback, null, out)
-    resolve?.(out)
-  }
-
-  /** With a callback the error goes to it and the caller's promise resolves (undefined); without, the promise rejects. */
-  handOverError(err: unknown): void {
-    if (this.spec.internal !== true) this.#runner.observed(this as Running<unknown, unknown>, err)
-    const { callback } = this.spec
-    const resolve = this.#resolve
-    const reject = this.#reject
-    this.#letGo()
-    if (callback) {
-      process.nextTick(callback, err)
-      resolve?.(undefined as R)
-    } else reject?.(err)
-  }
-
-  /**
-   * Drops the caller's promise once it is settled. This object can stay reachable for a while after
-   * the operation ended (the connection's request and promise reactions refer to it); through the
-   * promise it would keep the session it resolved with alive across young-generation collections,
-   * which then promote it to the old space (see bench/README.md, "Per-operation overhead").
-   */
-  #letGo(): void {
-    this.#resolve = undefined
-    this.#reject = undefined
-  }
-}
-
 /** How messages name a session: a shortened ID, never the whole one. */
 export function describeSession(sid: unknown): string {
   return typeof sid === 'string' && sid !== '' ? `session ${redactId(sid)}` : 'a session'
+}
+
+function traceOf(options: RunnerOptions, operation: Operation, sid: unknown): OperationTrace {
+  const valid = typeof sid === 'string' && sid !== ''
+  return {
+    operation,
+    server: valid ? options.addressFor(options.prefix + sid) : '',
+    session: valid ? redactId(sid) : undefined,
+  }
+}
+
+/** The counters and the trace of a settled operation; for `get`, whether it found a session. */
+function record(
+  options: RunnerOptions,
+  operation: Operation,
+  startedAt: number,
+  trace: OperationTrace | undefined,
+  err: unknown,
+  value?: unknown,
+): void {
+  const hit = operation === 'get' && err === undefined ? value !== null : undefined
+  options.counters.record(operation, startedAt, err, hit)
+  if (trace) finishTrace(trace, err, hit)
 }
 
 /** A trace's `start` and `end` (the synchronous part of an operation returns at once). */
@@ -409,8 +409,8 @@ function finishTrace(trace: OperationTrace, err: unknown, hit: boolean | undefin
 
 /**
  * Hands a result to express-session's callback (outside the promise chain) or to the caller's
- * await, through `finish` when given; what `finish` throws (a user's logger, say) goes to the
- * callback. `observe` sees the outcome as handed over (error, or value).
+ * await, through `finish` when given; what `finish` throws goes to the callback. `observe` sees the
+ * outcome as handed over (error, or value).
  */
 export function settle<T, R = T>(
   result: Promise<T>,

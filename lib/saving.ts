@@ -2,16 +2,18 @@ import type { SessionData } from 'express-session'
 import type { SessionCodec } from './codec.js'
 import { MemcacheStoreError } from './errors.js'
 import type { Reservation } from './genid.js'
-import type { Memcached } from './memcached/memcached.js'
+import { hasExpired } from './loading.js'
+import type { MemcachedClient, Reply, StorageMode } from './memcached/index.js'
 import { mergeSessions } from './merge.js'
-import { type Counters, debug } from './observability.js'
+import { type Counters, debug, type WriteKind } from './observability.js'
 import type { Origin, Origins } from './origins.js'
 import type { OperationContext } from './runner.js'
+import { type Lifetime, memcachedExpiry } from './ttl.js'
 
 /** A save that keeps losing CAS races gives up after this many merges rather than retry forever. */
 const MAX_MERGES = 5
 
-/** What the three ways of saving share: the bytes to write, their text, and memcached's expiry. */
+/** What the ways of saving share: the bytes to write, their text, and memcached's expiry. */
 export interface Encoded {
   value: Buffer
   text: string
@@ -24,69 +26,74 @@ export interface Encoded {
 /**
  * How sessions are written: a new session is added (an ID that already exists is a collision); a
  * loaded one is written only while it still exists, with a CAS check and a three-way merge when
- * another request changed it meanwhile; plain data is upserted.
+ * another request changed it meanwhile; plain data is upserted. Every write goes through `#write`,
+ * which counts the bytes.
  */
 export class SessionWriter {
-  readonly #memcached: Memcached
+  readonly #client: MemcachedClient
   readonly #codec: SessionCodec
   readonly #origins: Origins
   readonly #counters: Counters
   readonly #merge: boolean
-  /** Whether a loaded session's stored cookie decides its expiry near memcached's (see `isExpired`). */
-  readonly #isExpired: (sess: SessionData) => boolean
 
-  constructor(
-    memcached: Memcached,
-    codec: SessionCodec,
-    origins: Origins,
-    counters: Counters,
-    merge: boolean,
-    isExpired: (sess: SessionData) => boolean,
-  ) {
-    this.#memcached = memcached
+  constructor(client: MemcachedClient, codec: SessionCodec, origins: Origins, counters: Counters, merge: boolean) {
+    this.#client = client
     this.#codec = codec
     this.#origins = origins
     this.#counters = counters
     this.#merge = merge
-    this.#isExpired = isExpired
+  }
+
+  /** The session as it will be written. Throws ESERIALIZE or ETOOLARGE (nothing sent). */
+  encode(sess: SessionData, op: OperationContext, lifetime: Lifetime): Encoded {
+    const { value, text } = this.#codec.encode(sess, op.key, op)
+    return { value, text, expiry: memcachedExpiry(lifetime.seconds), cookieExpiry: lifetime.expiresAt }
   }
 
   /**
-   * ADD: fails with ECOLLISION (after deleting what was there) when the ID is taken. An ID that
-   * `genid` reserved writes over its own placeholder instead, with the CAS its reservation returned.
+   * ADD: fails with ECOLLISION when the ID is taken. An ID that `genid` reserved writes over its own
+   * placeholder instead, with the CAS its reservation returned.
    */
-  async saveNew(context: OperationContext, sess: object, encoded: Encoded, reservation?: Reservation): Promise<void> {
+  async saveNew(op: OperationContext, sess: object, encoded: Encoded, reservation?: Reservation): Promise<WriteKind> {
     let added = reservation
-      ? await this.#memcached.store('set', context.key, encoded.value, encoded.expiry, context, reservation.cas)
-      : await this.#memcached.store('add', context.key, encoded.value, encoded.expiry, context)
+      ? await this.#write('set', op, encoded.value, encoded.expiry, reservation.cas)
+      : await this.#write('add', op, encoded.value, encoded.expiry)
     // The placeholder expired before the first save (a very slow request): the ID is checked with ADD after all.
-    if (reservation && added.status === 'miss')
-      added = await this.#memcached.store('add', context.key, encoded.value, encoded.expiry, context)
-    this.#counters.bytesWritten += encoded.value.length
+    if (reservation && added.status === 'miss') added = await this.#write('add', op, encoded.value, encoded.expiry)
     if (added.status === 'ok') {
-      context.write = 'added'
-      this.#origins.remember(sess, this.#originOf(context.key, added.cas, encoded))
-      return
+      this.#origins.remember(sess, {
+        key: op.key,
+        cas: added.cas,
+        text: encoded.text,
+        storedExpiry: encoded.cookieExpiry,
+        extendedUntil: 0,
+      })
+      return 'added'
     }
     this.#counters.collisions++
-    debug('collision: %s already existed when a new session was saved under it', context.subject)
+    debug('collision: %s already existed when a new session was saved under it', op.subject)
     // express-session sent this ID in a Set-Cookie header before saving, so two clients now hold
     // it: deleting the stored session keeps either from reading the other's data.
-    await this.#memcached.delete(context.key, context)
-    const reason = `${context.subject} already existed in memcached when a new session was saved under it (does a custom genid repeat IDs?); the stored session was deleted so that neither holder can read the other's`
-    throw new MemcacheStoreError('ECOLLISION', context.operation, `session ID collision: ${reason}`, {
-      server: this.#memcached.addressFor(context.key),
-      session: context.subject,
+    await this.#client.delete(op.key, op.scope)
+    const reason = `${op.subject} already existed in memcached when a new session was saved under it (does a custom genid repeat IDs?); the stored session was deleted so that neither holder can read the other's`
+    throw new MemcacheStoreError('ECOLLISION', op.operation, `session ID collision: ${reason}`, {
+      server: this.#client.addressFor(op.key),
+      session: op.subject,
       reason,
       sent: true,
     })
   }
 
   /** SET, whatever is stored: for plain session data that did not come from this store. */
-  async upsert(context: OperationContext, encoded: Encoded): Promise<void> {
-    context.write = 'upserted'
-    this.#counters.bytesWritten += encoded.value.length
-    await this.#memcached.store('set', context.key, encoded.value, encoded.expiry, context)
+  async upsert(op: OperationContext, encoded: Encoded): Promise<WriteKind> {
+    await this.#write('set', op, encoded.value, encoded.expiry)
+    return 'upserted'
+  }
+
+  /** DELETE: a save whose cookie has expired. */
+  async remove(op: OperationContext): Promise<WriteKind> {
+    await this.#client.delete(op.key, op.scope)
+    return 'deleted'
   }
 
   /**
@@ -94,68 +101,61 @@ export class SessionWriter {
    * disappeared meanwhile (a logout stays final). With `merge`, a CAS write; on a lost race, a
    * three-way merge with what is stored, then another CAS write.
    */
-  async saveLoaded(context: OperationContext, origin: Origin, encoded: Encoded): Promise<void> {
-    const { key } = context
-    const memcached = this.#memcached
+  async saveLoaded(op: OperationContext, origin: Origin, encoded: Encoded): Promise<WriteKind> {
     if (!this.#merge) {
-      this.#counters.bytesWritten += encoded.value.length
-      const replaced = await memcached.store('replace', key, encoded.value, encoded.expiry, context)
-      context.write = replaced.status === 'ok' ? 'replaced' : 'none'
-      if (replaced.status === 'ok') this.#update(origin, replaced.cas, encoded, true)
-      return
+      const replaced = await this.#write('replace', op, encoded.value, encoded.expiry)
+      if (replaced.status !== 'ok') return 'none'
+      this.#update(origin, replaced.cas, encoded, true)
+      return 'replaced'
     }
     let value = encoded.value
     let cas = origin.cas
     for (let merges = 0; ; merges++) {
       if (cas !== undefined) {
-        this.#counters.bytesWritten += value.length
-        const written = await memcached.store('set', key, value, encoded.expiry, context, cas)
+        const written = await this.#write('set', op, value, encoded.expiry, cas)
         if (written.status === 'ok') {
-          context.write = merges === 0 ? 'cas' : 'merged'
           // After a merge the request's own session object lacks the other request's changes: its
           // next save must merge again rather than overwrite them.
           this.#update(origin, written.cas, encoded, merges === 0)
-          return
+          return merges === 0 ? 'cas' : 'merged'
         }
-        if (written.status === 'miss') {
-          context.write = 'none'
-          return
-        }
-        debug('cas retry: %s changed since this request read it (attempt %d)', context.subject, merges + 1)
+        if (written.status === 'miss') return 'none'
+        debug('cas retry: %s changed since this request read it (attempt %d)', op.subject, merges + 1)
       }
       if (merges === MAX_MERGES) {
         const reason = `gave up after ${MAX_MERGES} merges: other requests kept changing the session; nothing was written`
-        throw new MemcacheStoreError('ECONFLICT', context.operation, `memcached cas of ${context.subject} ${reason}`, {
-          server: memcached.addressFor(key),
-          session: context.subject,
+        throw new MemcacheStoreError('ECONFLICT', op.operation, `memcached cas of ${op.subject} ${reason}`, {
+          server: this.#client.addressFor(op.key),
+          session: op.subject,
           reason,
           sent: true,
         })
       }
-      const current = await memcached.get(key, context)
-      context.write = 'none'
-      if (current === undefined) return
-      const theirs = this.#codec.decode(current.value, key, context)
+      const current = await this.#client.get(op.key, op.scope)
+      if (current === undefined) return 'none'
+      const theirs = this.#codec.decode(current.value, op.key, op)
       // The other writer's session expired meanwhile: it is gone, and this save must not revive it.
-      if (theirs.ok && this.#isExpired(theirs.sess)) return
+      if (theirs.ok && hasExpired(theirs.sess)) return 'none'
       this.#counters.merges++
-      debug('merge: %s is saved over the changes of another request', context.subject)
+      debug('merge: %s is saved over the changes of another request', op.subject)
       const mine = this.#codec.parseFields(encoded.text)
       const merged = theirs.ok
         ? mergeSessions(this.#codec.parseFields(origin.text), mine, theirs.sess as unknown as Record<string, unknown>)
         : mine
-      value = this.#codec.encode(merged as unknown as SessionData, key, context).value
+      value = this.#codec.encode(merged as unknown as SessionData, op.key, op).value
       cas = current.cas
     }
+  }
+
+  /** Every write of a session value: counted, then sent. */
+  #write(mode: StorageMode, op: OperationContext, value: Buffer, expiry: number, cas?: bigint): Promise<Reply> {
+    this.#counters.bytesWritten += value.length
+    return this.#client.store(mode, op.key, value, expiry, op.scope, cas)
   }
 
   #update(origin: Origin, cas: bigint, encoded: Encoded, keepCas: boolean): void {
     origin.cas = keepCas ? cas : undefined
     origin.text = encoded.text
     origin.storedExpiry = encoded.cookieExpiry
-  }
-
-  #originOf(key: string, cas: bigint, encoded: Encoded): Origin {
-    return { key, cas, text: encoded.text, storedExpiry: encoded.cookieExpiry, extendedUntil: 0 }
   }
 }

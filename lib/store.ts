@@ -2,31 +2,27 @@ import session, { type SessionData } from 'express-session'
 import { SessionCodec } from './codec.js'
 import { SessionCipher } from './crypto.js'
 import { SessionEnumeration } from './enumeration.js'
+import { describeThrown, storeError } from './errors.js'
 import { type ReservedIds, reservedIdsOn } from './genid.js'
-import { hasExpired, SessionLoader } from './loading.js'
+import { type Extension, type FollowUp, SessionLoader } from './loading.js'
 import { BurstLog } from './log.js'
-import { createMemcached } from './memcached/index.js'
-import type { Item, Memcached, ServerState } from './memcached/memcached.js'
-import { Counters, type StoreCounters } from './observability.js'
-import { type MemcacheStoreOptions, type ResolvedOptions, resolveOptions } from './options.js'
+import { createClient, type Item, type MemcachedClient, type MemcachedError, type ServerState } from './memcached/index.js'
+import { Counters, debug, type StoreCounters, type WriteKind } from './observability.js'
+import { clientHints, type MemcacheStoreOptions, type ResolvedOptions, resolveOptions } from './options.js'
 import { Origins } from './origins.js'
 import { checkReady } from './readiness.js'
 import { RecentTouches } from './recent-touches.js'
 import { RESERVATION_TTL_SECONDS } from './reservations.js'
-import { type Callback, type OperationContext, OperationRunner } from './runner.js'
-import { type Encoded, SessionWriter } from './saving.js'
-import { cookieExpiry, lifetimeSeconds, lifetimeUntil, memcachedExpiry } from './ttl.js'
-
-/** Whether reads move the expiry themselves (get-and-touch). The benchmark turns it off to measure it. */
-const GET_AND_TOUCH = process.env.EXPRESS_SESSION_MEMCACHE_GET_AND_TOUCH !== '0'
+import { type Callback, OperationRunner } from './runner.js'
+import { SessionWriter } from './saving.js'
+import { type Lifetime, lifetimeOf, memcachedExpiry } from './ttl.js'
 
 /** An express-session store that keeps sessions in memcached. */
 export class MemcacheStore extends session.Store {
   readonly prefix: string
   readonly #options: ResolvedOptions
-  readonly #memcached: Memcached
+  readonly #client: MemcachedClient
   readonly #runner: OperationRunner
-  readonly #codec: SessionCodec
   readonly #origins = new Origins()
   readonly #writer: SessionWriter
   readonly #loader: SessionLoader
@@ -35,6 +31,8 @@ export class MemcacheStore extends session.Store {
   readonly #recentTouches: RecentTouches | undefined
   #reservedIds: ReservedIds | undefined
   readonly #counters = new Counters()
+  /** Whether reads move the expiry themselves (get-and-touch); a benchmark knob (docs/internals.md). */
+  readonly #getAndTouch = process.env.EXPRESS_SESSION_MEMCACHE_GET_AND_TOUCH !== '0'
   /** Every server's address, as listings report them. */
   readonly #serverList: string
   #closing: Promise<void> | undefined
@@ -46,11 +44,19 @@ export class MemcacheStore extends session.Store {
     this.prefix = resolved.prefix
     this.#log = new BurstLog(resolved.logger)
     this.#recentTouches = resolved.touchAfter > 0 ? new RecentTouches(resolved.touchAfter * 1000) : undefined
-    // Never 'disconnect'/'connect': express-session would then serve requests without req.session,
-    // which most apps do not expect; a server that is down fails fast instead (see docs/observability.md).
-    this.#memcached = createMemcached(resolved, (server, change, error) => {
-      if (change === 'down') this.emit('serverDown', { server, error })
-      else this.emit('serverUp', { server })
+    this.#client = createClient({
+      servers: resolved.servers,
+      protocol: resolved.protocol,
+      tls: resolved.tls,
+      credentials: resolved.credentials,
+      timeout: resolved.timeout,
+      maxItemSize: resolved.maxItemSize,
+      placement: resolved.placement,
+      hints: clientHints(resolved),
+      debug,
+      // Never 'disconnect'/'connect': express-session would then serve requests without req.session,
+      // which most apps do not expect; a server that is down fails fast instead (see docs/observability.md).
+      onStateChange: (server, change, failure) => this.#serverChanged(server, change, failure),
     })
     this.#runner = new OperationRunner({
       prefix: resolved.prefix,
@@ -58,26 +64,25 @@ export class MemcacheStore extends session.Store {
       failOpen: resolved.failOpen,
       log: this.#log,
       counters: this.#counters,
-      addressFor: (key) => this.#memcached.addressFor(key),
+      addressFor: (key) => this.#client.addressFor(key),
     })
     const cipher = resolved.secrets && new SessionCipher(resolved.secrets, resolved.prefix)
-    this.#codec = new SessionCodec(resolved.serializer, cipher, resolved.maxItemSize)
-    this.#writer = new SessionWriter(this.#memcached, this.#codec, this.#origins, this.#counters, resolved.merge, hasExpired)
+    const codec = new SessionCodec(resolved.serializer, cipher, resolved.maxItemSize)
+    this.#writer = new SessionWriter(this.#client, codec, this.#origins, this.#counters, resolved.merge)
     this.#loader = new SessionLoader({
-      memcached: this.#memcached,
-      codec: this.#codec,
+      client: this.#client,
+      codec,
       origins: this.#origins,
       log: this.#log,
       ttl: resolved.ttl,
       disableTouch: resolved.disableTouch,
-      followUp: (what, sid, request) => this.#followUp(what, sid, request),
     })
-    this.#serverList = this.#memcached.servers.map((server) => server.address).join(',')
+    this.#serverList = this.#client.servers.map((server) => server.address).join(',')
     this.#enumeration = new SessionEnumeration({
       prefix: this.prefix,
       timeoutMs: resolved.timeout,
-      servers: this.#memcached.servers,
-      addressFor: (key) => this.#memcached.addressFor(key),
+      servers: this.#client.servers,
+      addressFor: (key) => this.#client.addressFor(key),
       expiryIgnoresCookie: typeof resolved.ttl === 'function',
       placeholderSeconds: RESERVATION_TTL_SECONDS,
       // Listing reads sessions without extending them.
@@ -92,19 +97,29 @@ export class MemcacheStore extends session.Store {
    * its session costs one memcached request: express-session's `touch` then sends nothing.
    */
   get(sid: string, callback?: Callback<SessionData | null>): Promise<SessionData | null> {
-    return this.#get(sid, callback, GET_AND_TOUCH)
+    return this.#get(sid, callback, this.#getAndTouch)
   }
 
   #get(sid: string, callback: Callback<SessionData | null> | undefined, extend: boolean, internal = false): Promise<SessionData | null> {
+    const lifetime = this.#loader.extension(extend)
+    let extension: Extension | undefined
     return this.#runner.run<Item | undefined, SessionData | null>({
       operation: 'get',
       sid,
       callback,
       internal,
       fallback: undefined,
-      work: (context) => this.#loader.read(context, extend),
+      work: (op) => {
+        if (lifetime !== undefined) extension = { until: Date.now() + lifetime * 1000, seconds: lifetime }
+        return this.#loader.read(op, lifetime)
+      },
       // Parsed only when handed over (see SessionLoader).
-      finish: (item, context) => (item === undefined || context === undefined ? null : this.#loader.toSession(item, context)),
+      finish: (item, op) => {
+        if (item === undefined || op === undefined) return null
+        const { sess, followUp } = this.#loader.toSession(item, op, extension)
+        if (followUp) this.#followUp(op.sid, followUp)
+        return sess
+      },
     })
   }
 
@@ -114,27 +129,24 @@ export class MemcacheStore extends session.Store {
    * unless `merge` is false); plain data is upserted. An expired cookie deletes the session instead.
    */
   set(sid: string, sess: SessionData, callback?: Callback<void>): Promise<void> {
-    return this.#runner.run<void>({
+    return this.#runner.run<WriteKind, void>({
       operation: 'set',
       sid,
       callback,
-      fallback: undefined,
-      work: async (context) => {
-        // The cookie's expiry, read once (a string cookie is parsed): the lifetime and the write both need it.
-        const expiresAt = cookieExpiry(sess)
-        const ttl = this.#options.ttl
-        const seconds = typeof ttl === 'function' ? lifetimeSeconds(sess, ttl) : lifetimeUntil(expiresAt, ttl)
-        if (seconds < 0) {
-          context.write = 'deleted'
-          await this.#memcached.delete(context.key, context)
-          return
-        }
-        this.#loader.noteLifetime(sess, seconds)
-        const encoded = this.#encode(sess, context, seconds, expiresAt)
+      fallback: 'none',
+      work: (op) => {
+        const lifetime = lifetimeOf(sess, this.#options.ttl)
+        if (lifetime.seconds < 0) return this.#writer.remove(op)
+        this.#loader.noteLifetime(sess, lifetime.seconds)
+        const encoded = this.#writer.encode(sess, op, lifetime)
         const origin = this.#origins.of(sess)
-        if (origin?.key === context.key) return this.#writer.saveLoaded(context, origin, encoded)
-        if (isExpressSessionObject(sess, sid)) return this.#writer.saveNew(context, sess, encoded, this.#reservedIds?.claim(sid))
-        return this.#writer.upsert(context, encoded)
+        if (origin?.key === op.key) return this.#writer.saveLoaded(op, origin, encoded)
+        if (isExpressSessionObject(sess, sid)) return this.#writer.saveNew(op, sess, encoded, this.#reservedIds?.claim(sid))
+        return this.#writer.upsert(op, encoded)
+      },
+      finish: () => undefined,
+      annotate: (trace, write) => {
+        trace.write = write
       },
     })
   }
@@ -146,37 +158,41 @@ export class MemcacheStore extends session.Store {
    * a session that is read must never look expired by a stale one.
    */
   override touch(sid: string, sess: SessionData, callback?: Callback<void>): Promise<void> {
-    // Nothing to send (counted and traced all the same): disableTouch; touchAfter (only keys that were
-    // sent once are remembered, so a hit is a valid key); or the read that loaded the session already
-    // set this expiry.
-    if (this.#options.disableTouch || this.#recentTouches?.isRecent(this.prefix + sid) || this.#readCovers(sid, sess)) {
+    // Nothing to send (counted and traced all the same): disableTouch, or touchAfter (only keys that
+    // were sent once are remembered, so a hit is a valid key).
+    if (this.#options.disableTouch || this.#recentTouches?.isRecent(this.prefix + sid))
       return this.#runner.nothingToDo('touch', sid, callback)
+    let lifetime: Lifetime
+    try {
+      lifetime = lifetimeOf(sess, this.#options.ttl)
+    } catch (err) {
+      return this.#runner.run({ operation: 'touch', sid, callback, fallback: undefined, work: () => Promise.reject(err) })
     }
+    // Or the read that loaded the session already set this expiry.
+    if (this.#readCovers(sid, sess, lifetime.seconds)) return this.#runner.nothingToDo('touch', sid, callback)
     return this.#runner.run<void>({
       operation: 'touch',
       sid,
       callback,
       fallback: undefined,
-      work: async (context) => {
-        const seconds = lifetimeSeconds(sess, this.#options.ttl)
-        if (seconds < 0) return
-        this.#loader.noteLifetime(sess, seconds)
+      work: async (op) => {
+        if (lifetime.seconds < 0) return
+        this.#loader.noteLifetime(sess, lifetime.seconds)
         const origin = this.#origins.of(sess)
-        const loadedHere = origin?.key === context.key
-        if (loadedHere && storedCookieIsStale(origin.storedExpiry, seconds)) {
-          return this.#writer.saveLoaded(context, origin, this.#encode(sess, context, seconds, cookieExpiry(sess)))
+        if (origin?.key === op.key && storedCookieIsStale(origin.storedExpiry, lifetime.seconds)) {
+          await this.#writer.saveLoaded(op, origin, this.#writer.encode(sess, op, lifetime))
+          return
         }
-        const found = await this.#memcached.touch(context.key, memcachedExpiry(seconds), context)
-        if (found) this.#recentTouches?.record(context.key)
+        const found = await this.#client.touch(op.key, memcachedExpiry(lifetime.seconds), op.scope)
+        if (found) this.#recentTouches?.record(op.key)
       },
     })
   }
 
   /** Whether the get-and-touch that loaded `sess` set the expiry this touch would (within a second), and its stored cookie is fresh. */
-  #readCovers(sid: string, sess: SessionData): boolean {
+  #readCovers(sid: string, sess: SessionData, seconds: number): boolean {
     const origin = this.#origins.of(sess)
     if (origin === undefined || origin.extendedUntil === 0 || origin.key !== this.prefix + sid) return false
-    const seconds = lifetimeSeconds(sess, this.#options.ttl)
     if (seconds < 0 || storedCookieIsStale(origin.storedExpiry, seconds)) return false
     if (Math.abs(Date.now() + seconds * 1000 - origin.extendedUntil) >= 1000) return false
     this.#loader.noteLifetime(sess, seconds)
@@ -195,9 +211,9 @@ export class MemcacheStore extends session.Store {
       callback,
       internal,
       fallback: undefined,
-      work: async (context) => {
-        this.#recentTouches?.forget(context.key)
-        await this.#memcached.delete(context.key, context)
+      work: async (op) => {
+        this.#recentTouches?.forget(op.key)
+        await this.#client.delete(op.key, op.scope)
       },
     })
   }
@@ -227,7 +243,7 @@ export class MemcacheStore extends session.Store {
 
   /** Resolves once every server answers; rejects with an Error naming each one that does not, why, and what to change. */
   ready(): Promise<void> {
-    return checkReady(this.#memcached, this.#options.timeout, this.#options.tls !== undefined)
+    return checkReady(this.#client, this.#options.timeout, this.#options.tls !== undefined)
   }
 
   /**
@@ -237,7 +253,7 @@ export class MemcacheStore extends session.Store {
    * ready. Reserving starts the first time this property is read.
    */
   get genid(): (req?: unknown) => string {
-    this.#reservedIds ??= reservedIdsOn(this.#memcached, {
+    this.#reservedIds ??= reservedIdsOn(this.#client, {
       prefix: this.prefix,
       timeoutMs: this.#options.timeout,
       generate: this.#options.generateId,
@@ -254,9 +270,9 @@ export class MemcacheStore extends session.Store {
   diagnostics(): StoreDiagnostics {
     return {
       operationsInFlight: this.#runner.inFlight,
-      requestsInFlight: this.#memcached.inFlight,
+      requestsInFlight: this.#client.inFlight,
       lockedSessions: this.#runner.lockedSessions,
-      servers: this.#memcached.states(),
+      servers: this.#client.states(),
       genid: this.#reservedIds?.stats() ?? { pooled: 0, skipped: 0, fallbacks: 0 },
       ...this.#counters.snapshot(),
     }
@@ -271,7 +287,7 @@ export class MemcacheStore extends session.Store {
       this.#enumeration.close()
       await this.#reservedIds?.close()
       await this.#runner.close()
-      this.#memcached.close()
+      this.#client.close()
     })()
     return this.#closing
   }
@@ -284,25 +300,37 @@ export class MemcacheStore extends session.Store {
     return created
   }
 
-  /** A follow-up request of a read, run like an operation of its own; its failure is logged, the read's result stands. */
-  #followUp(what: 'delete' | 'touch', sid: string, request: (context: OperationContext) => Promise<unknown>): void {
+  /** A read's follow-up request, run like an operation of its own; its failure is logged, the read's result stands. */
+  #followUp(sid: string, followUp: FollowUp): void {
+    const what = followUp.what
     this.#runner
       .run<unknown>({
         operation: what === 'delete' ? 'destroy' : 'touch',
         sid,
         callback: undefined,
         fallback: undefined,
-        work: request,
         internal: true,
+        work: (op) =>
+          followUp.what === 'delete'
+            ? this.#client.delete(op.key, op.scope, followUp.cas)
+            : this.#client.touch(op.key, followUp.expiry, op.scope),
       })
       .catch((err: Error) =>
         this.#log.report('housekeeping', `${err.message} (the ${what} that follows a read of an expired or mis-extended session)`),
       )
   }
 
-  #encode(sess: SessionData, context: OperationContext, seconds: number, expiresAt: number | undefined): Encoded {
-    const { value, text } = this.#codec.encode(sess, context.key, context)
-    return { value, text, expiry: memcachedExpiry(seconds), cookieExpiry: expiresAt }
+  /** A server started failing or answers again: the events, told so that a listener that throws changes nothing else. */
+  #serverChanged(server: string, change: 'down' | 'up', failure?: MemcachedError): void {
+    try {
+      if (change === 'down') this.emit('serverDown', { server, error: storeError(failure, 'ready', 'the server') })
+      else this.emit('serverUp', { server })
+    } catch (err) {
+      this.#log.report(
+        'listener',
+        `a '${change === 'down' ? 'serverDown' : 'serverUp'}' listener threw (${describeThrown(err)}); the store carries on`,
+      )
+    }
   }
 }
 

@@ -1,31 +1,45 @@
 import type { SessionData } from 'express-session'
+import { UserCodeError } from './errors.js'
+import { MAX_EXPIRY } from './memcached/index.js'
 
 /** memcached reads an expiry above 30 days as an absolute Unix time, not as seconds from now. */
 export const MAX_RELATIVE_EXPIRY = 30 * 24 * 60 * 60
 
-/** The largest expiry the binary protocol's 32-bit field can carry. */
-const MAX_EXPIRY = 0xffffffff
-
 export type TtlOption = number | ((sess: SessionData) => number)
 
-/**
- * A session's lifetime in whole seconds: from the `ttl` function if given, else what remains of the
- * cookie's expiry (rounded up), else the `ttl` number. `0` means "no expiry"; a negative value
- * means the session has already expired.
- */
-export function lifetimeSeconds(sess: SessionData, ttl: TtlOption, now = Date.now()): number {
-  if (typeof ttl === 'function') {
-    const seconds = ttl(sess)
-    if (typeof seconds !== 'number' || Number.isNaN(seconds)) {
-      throw new TypeError(`Expected the \`ttl\` function to return a number of seconds, got \`${String(seconds)}\` (${typeof seconds})`)
-    }
-    return Math.ceil(seconds)
-  }
-  return lifetimeUntil(cookieExpiry(sess), ttl, now)
+/** A session's lifetime as one operation sees it, computed once. */
+export interface Lifetime {
+  /** Whole seconds; `0` means no expiry, a negative value that the session has already expired. */
+  seconds: number
+  /** When the cookie expires (ms since the epoch), undefined for a cookie without expiry. */
+  expiresAt: number | undefined
 }
 
-/** `lifetimeSeconds` for a `ttl` number, from the cookie's expiry already read (ms since the epoch, undefined for none). */
-export function lifetimeUntil(expiresAt: number | undefined, ttl: number, now = Date.now()): number {
+/**
+ * A session's lifetime: from the `ttl` function if given, else what remains of the cookie's expiry
+ * (rounded up), else the `ttl` number.
+ */
+export function lifetimeOf(sess: SessionData, ttl: TtlOption, now = Date.now()): Lifetime {
+  const expiresAt = cookieExpiry(sess)
+  return { seconds: typeof ttl === 'function' ? callTtl(ttl, sess) : lifetimeUntil(expiresAt, ttl, now), expiresAt }
+}
+
+/** The `ttl` function's answer in whole seconds; the application's code, so whatever it does wrong is named as such. */
+function callTtl(ttl: (sess: SessionData) => number, sess: SessionData): number {
+  let seconds: unknown
+  try {
+    seconds = ttl(sess)
+  } catch (err) {
+    throw new UserCodeError('the `ttl` function threw', err)
+  }
+  if (typeof seconds !== 'number' || Number.isNaN(seconds)) {
+    throw new UserCodeError(`expected the \`ttl\` function to return a number of seconds, got \`${String(seconds)}\` (${typeof seconds})`)
+  }
+  return Math.ceil(seconds)
+}
+
+/** A lifetime for a `ttl` number, from the cookie's expiry (ms since the epoch, undefined for none). */
+function lifetimeUntil(expiresAt: number | undefined, ttl: number, now: number): number {
   if (expiresAt === undefined) return ttl
   const remainingMs = expiresAt - now
   // An expiry this very millisecond has passed (MemoryStore's rule: expires <= now is expired).
@@ -35,7 +49,8 @@ export function lifetimeUntil(expiresAt: number | undefined, ttl: number, now = 
 /**
  * The expiry field to send to memcached for a lifetime: `0` stays `0`; otherwise one second more
  * than the lifetime (memcached's clock ticks in whole seconds, so an item can vanish up to a second
- * early), as an absolute Unix time once that exceeds memcached's 30-day limit for relative values.
+ * early), as an absolute Unix time once that exceeds memcached's 30-day limit for relative values,
+ * and never later than memcached can keep (MAX_EXPIRY, early 2038).
  */
 export function memcachedExpiry(seconds: number, now = Date.now()): number {
   if (seconds <= 0) return 0
@@ -64,9 +79,19 @@ function validTime(ms: number): number | undefined {
  * `originalMaxAge` keeps its expiry; a cookie without expiry uses `ttl`.
  */
 export function renewedLifetimeSeconds(sess: SessionData, ttl: TtlOption, now = Date.now()): number {
-  if (typeof ttl === 'function') return lifetimeSeconds(sess, ttl, now)
+  if (typeof ttl === 'function') return callTtl(ttl, sess)
   const originalMaxAge = (sess as { cookie?: { originalMaxAge?: unknown } }).cookie?.originalMaxAge
   if (typeof originalMaxAge === 'number' && Number.isFinite(originalMaxAge))
     return originalMaxAge <= 0 ? -1 : Math.ceil(originalMaxAge / 1000)
-  return lifetimeSeconds(sess, ttl, now)
+  return lifetimeUntil(cookieExpiry(sess), ttl, now)
+}
+
+/** Whether lifetime `a` (seconds, 0 for none) keeps a session at least as long as `b`. */
+export function outlasts(a: number, b: number): boolean {
+  return a === 0 || (b !== 0 && a >= b)
+}
+
+/** `lifetimeOf(...).seconds`. */
+export function lifetimeSeconds(sess: SessionData, ttl: TtlOption, now = Date.now()): number {
+  return lifetimeOf(sess, ttl, now).seconds
 }

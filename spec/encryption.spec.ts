@@ -492,14 +492,14 @@ describe('keys depend on the key prefix', () => {
     assert.match((opened as { reason: string }).reason, /another key prefix/)
   })
 
-  it('through the store: prefixes "p:" and "p:x" share the memcached key "p:x…" but not the encryption key', async () => {
+  it('through the store: prefixes "p:" and "p:x:" share the memcached key "p:x:…" but not the encryption key', async () => {
     const secret = generated()
     const base = uniquePrefix()
     const short = stores.create({ prefix: base, secret })
-    const long = stores.create({ prefix: `${base}x`, secret })
+    const long = stores.create({ prefix: `${base}x:`, secret })
     const rest = randomId()
-    await short.set(`x${rest}`, plainSession({ user: 'ada' }))
-    assert.equal((await readSession(short, `x${rest}`))?.user, 'ada')
+    await short.set(`x:${rest}`, plainSession({ user: 'ada' }))
+    assert.equal((await readSession(short, `x:${rest}`))?.user, 'ada')
     assert.equal(await long.get(rest), null, 'the same bytes under the same key, but another prefix: another key')
   })
 })

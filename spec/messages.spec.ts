@@ -49,25 +49,24 @@ describe('messages that say what to change', () => {
   })
 
   it('the default address (no servers configured) says it was the default and how to change it', async () => {
-    const { resolveOptions } = await import('../lib/options.ts')
-    const { createMemcached } = await import('../lib/memcached/index.ts')
+    const { clientHints, resolveOptions } = await import('../lib/options.ts')
+    const { createClient } = await import('../lib/memcached/index.ts')
     // The default is localhost:11211; to make it refuse reliably, the same hint is checked on a dead port.
-    const options = {
-      ...resolveOptions({ timeout: 500 }, {}),
-      servers: [{ host: '127.0.0.1', port: await freePort(), weight: 1, credentials: undefined }],
-    }
+    const options = resolveOptions({ timeout: 500 }, {})
     assert.equal(options.serversFrom, 'default')
-    const memcached = createMemcached(options)
+    const client = createClient({
+      ...options,
+      servers: [{ host: '127.0.0.1', port: await freePort(), weight: 1, credentials: undefined }],
+      hints: clientHints(options),
+    })
     try {
-      await assert.rejects(
-        memcached.get('k', { operation: 'get', subject: 'a session', deadline: performance.now() + 500, sent: false }),
-        (err: MemcacheStoreError) =>
-          /no servers were configured, so the default localhost:11211 was used: set the `servers` option or MEMCACHE_SERVERS/.test(
-            err.message,
-          ),
+      await assert.rejects(client.get('k', { deadline: performance.now() + 500, sent: false, answered: false }), (err: Error) =>
+        /no servers were configured, so the default localhost:11211 was used: set the `servers` option or MEMCACHE_SERVERS/.test(
+          err.message,
+        ),
       )
     } finally {
-      memcached.close()
+      client.close()
     }
   })
 })

@@ -70,7 +70,7 @@ describe('get, set, destroy', () => {
     assert.ok(!inspect(sess).includes(store.prefix), inspect(sess))
   })
 
-  it('passes an error from the logger to the callback of a get instead of leaving it unanswered', { timeout: 5000 }, async () => {
+  it('a logger that throws is swallowed: a get of an unreadable value still answers, with no session', { timeout: 5000 }, async () => {
     const store = stores.create({
       logger: {
         warn() {
@@ -83,7 +83,7 @@ describe('get, set, destroy', () => {
     await client.set(keyOf(store, sid), 'not json', { expires: 60 })
     client.close()
     const received = await new Promise((resolve) => store.get(sid, (err, value) => resolve(err ?? value)))
-    assert.match(String(received), /the logger broke/)
+    assert.equal(received, null)
   })
 
   it('yields null for a session that was never stored, and destroying it is not an error', async () => {

@@ -1,9 +1,10 @@
-// memcached's binary protocol: the requests the store sends and a reader that checks every reply
-// before trusting it. memjs's own parser keeps its buffer across reconnects (a reply cut by a dead
+// memcached's binary protocol: the requests the client sends and the checks every reply passes before
+// it is trusted. memjs's own parser keeps its buffer across reconnects (a reply cut by a dead
 // connection swallowed every later one) and matches replies by opaque alone (a proxy that swapped two
-// replies handed one user another's session); this reader starts afresh with every connection and
-// checks magic, opcode, opaque, length and, for reads, the echoed key.
-import type { Command, CommandName, Pending, Reply, ReplyHandlers, ReplyStatus, WireProtocol } from './wire.js'
+// replies handed one user another's session); here each connection gets a new reader, and every reply
+// is checked for magic, opcode, opaque, its shape (extras, key, body) and, for reads, the echoed key.
+import { echoesKey, type Frame, type FrameParser, frameReader } from './frames.js'
+import { type Command, type CommandName, type Expected, MAX_EXPIRY, MAX_VALUE_BYTES, type Reply, type WireProtocol } from './wire.js'
 
 const REQUEST_MAGIC = 0x80
 const RESPONSE_MAGIC = 0x81
@@ -45,12 +46,24 @@ export const Status = {
   authContinue: 0x0021,
 } as const
 
-const NO_EXTRAS: Buffer = Buffer.alloc(0)
+/** memcached's error replies carry a short text ("Not found", "Out of memory storing object"); anything longer is not one. */
+const MAX_MESSAGE_BYTES = 1024
+
+const STATUS_TEXT: Record<number, string> = {
+  4: 'invalid arguments',
+  32: 'authentication required or failed',
+  129: 'unknown command',
+  130: 'out of memory',
+  131: 'not supported',
+  132: 'internal error',
+  133: 'busy',
+  134: 'temporary failure',
+}
 
 /** One binary-protocol request in a single buffer (header, extras, key, value). */
-export function binaryRequest(opcode: number, key: string, opaque: number, extras = NO_EXTRAS, value?: Buffer, cas = 0n): Buffer {
-  const buf = frame(opcode, key, opaque, extras.length, value, cas)
-  extras.copy(buf, HEADER_BYTES)
+export function binaryRequest(opcode: number, key: string, opaque: number, extras?: Buffer, value?: Buffer, cas = 0n): Buffer {
+  const buf = frame(opcode, key, opaque, extras?.length ?? 0, value, cas)
+  extras?.copy(buf, HEADER_BYTES)
   return buf
 }
 
@@ -82,6 +95,7 @@ function frame(opcode: number, key: string, opaque: number, extrasLength: number
 
 function encode(command: Command, opaque: number): Buffer {
   const { name, key } = command
+  const expiry = Math.min(command.expiry ?? 0, MAX_EXPIRY)
   switch (name) {
     case 'get':
       return frame(Opcode.getk, key, opaque, 0, undefined, 0n)
@@ -89,7 +103,7 @@ function encode(command: Command, opaque: number): Buffer {
     case 'touch': {
       // 4 bytes of extras: the expiry.
       const buf = frame(OPCODE_OF[name], key, opaque, 4, undefined, 0n)
-      buf.writeUInt32BE(command.expiry ?? 0, HEADER_BYTES)
+      buf.writeUInt32BE(expiry, HEADER_BYTES)
       return buf
     }
     case 'delete':
@@ -97,42 +111,13 @@ function encode(command: Command, opaque: number): Buffer {
     case 'noop':
       return frame(Opcode.noop, '', opaque, 0, undefined, 0n)
     default: {
-      // SET, ADD, REPLACE: 4 bytes of flags (always 0: the store keeps nothing in them), 4 of expiry.
+      // SET, ADD, REPLACE: 4 bytes of flags (always 0: nothing is kept in them), 4 of expiry.
       const buf = frame(OPCODE_OF[name], key, opaque, 8, command.value, command.cas ?? 0n)
       buf.writeUInt32BE(0, HEADER_BYTES)
-      buf.writeUInt32BE(command.expiry ?? 0, HEADER_BYTES + 4)
+      buf.writeUInt32BE(expiry, HEADER_BYTES + 4)
       return buf
     }
   }
-}
-
-function statusOf(status: number): ReplyStatus | undefined {
-  switch (status) {
-    case Status.ok:
-      return 'ok'
-    case Status.notFound:
-      return 'miss'
-    case Status.exists:
-    case Status.notStored:
-      return 'exists'
-    case Status.tooLarge:
-      return 'tooLarge'
-    case Status.authError:
-      return 'authError'
-    default:
-      return undefined
-  }
-}
-
-const STATUS_TEXT: Record<number, string> = {
-  4: 'invalid arguments',
-  32: 'authentication required or failed',
-  129: 'unknown command',
-  130: 'out of memory',
-  131: 'not supported',
-  132: 'internal error',
-  133: 'busy',
-  134: 'temporary failure',
 }
 
 /** A first byte that is not the binary magic, explained: most often a server that speaks only text/meta. */
@@ -145,107 +130,111 @@ export function describeForeignByte(byte: number): string {
 }
 
 /**
- * Reads one connection's replies. Headers are checked as soon as they arrive, so a wrong or
- * oversized reply is refused before its body is waited for; a body is assembled once it is whole.
+ * The shape each reply may have, by the request it answers and its status (the allow-list):
+ * - a read's hit (GETK, GATK): 4 bytes of extras (the flags), the echoed key, the value;
+ * - a read's miss: the echoed key alone;
+ * - TOUCH's success: nothing, or the 4 bytes of flags;
+ * - any other success: nothing (the CAS is in the header);
+ * - any error: no extras, no key, and at most a short message as the body.
  */
-export function binaryReader(handlers: ReplyHandlers, limit: number): (chunk: Buffer) => void {
-  let chunks: Buffer[] = []
-  let buffered = 0
-  /** Bytes the frame at the start of the buffer needs in all; 0 while its header is not yet read. */
-  let needed = 0
-  let broken = false
-
-  const fail = (reason: string) => {
-    broken = true
-    chunks = []
-    buffered = 0
-    handlers.violation(reason)
-  }
-
-  return (chunk: Buffer) => {
-    if (broken) return
-    chunks.push(chunk)
-    buffered += chunk.length
-    if (buffered < HEADER_BYTES || buffered < needed) return
-    let buf = chunks.length === 1 ? chunks[0] : Buffer.concat(chunks, buffered)
-    let offset = 0
-    while (buf.length - offset >= HEADER_BYTES) {
-      const expected = handlers.expected()
-      const problem = checkHeader(buf, offset, expected, limit)
-      if (problem !== undefined) return fail(problem)
-      const frameBytes = HEADER_BYTES + buf.readUInt32BE(offset + 8)
-      if (buf.length - offset < frameBytes) {
-        needed = frameBytes
-        break
+function parseBinary(maxItemSize: number): FrameParser {
+  return (buf: Buffer, offset: number, expected: Expected | undefined, out: Frame): Frame => {
+    // The first byte is checked at once: a text reply (a server that speaks only text) may never reach 24 bytes.
+    if (buf[offset] !== RESPONSE_MAGIC) return out.violated(describeForeignByte(buf[offset]))
+    if (buf.length - offset < HEADER_BYTES) return out.need(offset + HEADER_BYTES)
+    if (expected === undefined) return out.violated('a reply arrived with no request waiting for it')
+    const opcode = buf[offset + 1]
+    const opaque = buf.readUInt32BE(offset + 12)
+    const command = expected.command
+    if (opaque !== expected.opaque || opcode !== OPCODE_OF[command]) {
+      return out.violated(
+        `a reply out of order (opcode 0x${opcode.toString(16)}, opaque ${opaque}) where the answer to ${command} (opaque ${expected.opaque}) was due`,
+      )
+    }
+    if (buf[offset + 5] !== 0) return out.violated(`a reply with data type ${buf[offset + 5]}, where memcached always sends 0 (raw bytes)`)
+    const keyLength = buf.readUInt16BE(offset + 2)
+    const extrasLength = buf[offset + 4]
+    const status = buf.readUInt16BE(offset + 6)
+    const body = buf.readUInt32BE(offset + 8)
+    if (keyLength + extrasLength > body) return out.violated('a reply whose key and extras exceed its length')
+    const reads = command === 'get' || command === 'gat'
+    const problem = shapeProblem(command, reads, status, extrasLength, keyLength, body - keyLength - extrasLength)
+    if (problem !== undefined) return out.violated(problem)
+    const valueLength = body - keyLength - extrasLength
+    const keyStart = offset + HEADER_BYTES + extrasLength
+    // GETK and GATK echo the key on hits and misses alike; it is compared before the value is
+    // waited for (or skipped).
+    const echoes = reads && (status === Status.ok || status === Status.notFound)
+    if (echoes && buf.length < keyStart + keyLength) return out.need(keyStart + keyLength)
+    if (echoes && !echoesKey(buf, keyStart, keyStart + keyLength, expected.key)) {
+      return out.violated(`a reply for another key where the answer to ${command} of the requested key was due`)
+    }
+    const end = offset + HEADER_BYTES + body
+    if (reads && status === Status.ok && valueLength > maxItemSize) {
+      const reply: Reply = {
+        status: 'tooLarge',
+        value: undefined,
+        cas: 0n,
+        message: `the stored value is ${valueLength} bytes, more than maxItemSize (${maxItemSize}) allows; it was skipped unread`,
       }
-      const reply = replyOf(buf, offset, expected as Pending)
-      if (typeof reply === 'string') return fail(reply)
-      offset += frameBytes
-      needed = 0
-      handlers.reply(reply)
-      if (broken) return
+      return out.skipped(reply, keyStart + keyLength, valueLength, undefined)
     }
-    if (offset === buf.length) {
-      chunks = []
-      buffered = 0
-    } else {
-      buf = buf.subarray(offset)
-      chunks = [buf]
-      buffered = buf.length
-    }
+    if (buf.length < end) return out.need(end)
+    return out.replied(replyOf(buf, offset, status, reads, keyStart + keyLength, end), end)
   }
 }
 
-/** Why the header at `offset` cannot answer `expected`, or undefined when it can. */
-function checkHeader(buf: Buffer, offset: number, expected: Pending | undefined, limit: number): string | undefined {
-  if (buf[offset] !== RESPONSE_MAGIC) return describeForeignByte(buf[offset])
-  if (expected === undefined) return 'a reply arrived with no request waiting for it'
-  const opcode = buf[offset + 1]
-  const opaque = buf.readUInt32BE(offset + 12)
-  if (opaque !== expected.opaque || opcode !== OPCODE_OF[expected.command]) {
-    return `a reply out of order (opcode 0x${opcode.toString(16)}, opaque ${opaque}) where the answer to ${expected.command} (opaque ${expected.opaque}) was due`
+/** Why a reply's shape does not fit the request it answers, or undefined when it does. */
+function shapeProblem(
+  command: CommandName,
+  reads: boolean,
+  status: number,
+  extras: number,
+  key: number,
+  value: number,
+): string | undefined {
+  if (value > MAX_VALUE_BYTES) return `a reply announcing ${value} bytes, more than any memcached item can hold`
+  const shape = `${extras} bytes of extras, ${key} of key and ${value} of value`
+  if (status === Status.ok) {
+    if (reads) return extras === 4 ? undefined : `a hit with ${shape}; a read's hit carries 4 bytes of flags`
+    if (command === 'touch' && (extras === 0 || extras === 4) && key === 0 && value === 0) return undefined
+    return extras === 0 && key === 0 && value === 0 ? undefined : `a success answering ${command} with ${shape}, where nothing was due`
   }
-  const body = buf.readUInt32BE(offset + 8)
-  if (body > limit) return `a reply announcing ${body} bytes, more than any item can hold (${limit})`
-  if (buf.readUInt16BE(offset + 2) + buf[offset + 4] > body) return 'a reply whose key and extras exceed its length'
+  if (reads && status === Status.notFound) {
+    return extras === 0 && value === 0 ? undefined : `a miss with ${shape}, where only the echoed key was due`
+  }
+  if (extras !== 0 || key !== 0 || value > MAX_MESSAGE_BYTES) {
+    return `an error reply (status 0x${status.toString(16).padStart(4, '0')}) with ${shape}, where at most a short message was due`
+  }
   return undefined
 }
 
-function replyOf(buf: Buffer, offset: number, expected: Pending): Reply | string {
-  const status = buf.readUInt16BE(offset + 6)
-  const keyLength = buf.readUInt16BE(offset + 2)
-  const extrasLength = buf[offset + 4]
-  const end = offset + HEADER_BYTES + buf.readUInt32BE(offset + 8)
-  const keyStart = offset + HEADER_BYTES + extrasLength
-  const echoesKey = expected.command === 'get' || expected.command === 'gat'
-  // GETK and GATK echo the key on hits and misses alike: a reply for another key is refused.
-  if (
-    echoesKey &&
-    (status === Status.ok || status === Status.notFound) &&
-    buf.toString('utf8', keyStart, keyStart + keyLength) !== expected.key
-  ) {
-    return `a reply for another key where the answer to ${expected.command} of the requested key was due`
-  }
-  const kind = statusOf(status)
-  if (kind === undefined) {
-    return {
-      status: 'serverError',
-      value: undefined,
-      cas: 0n,
-      message: STATUS_TEXT[status] ?? `status 0x${status.toString(16).padStart(4, '0')}`,
-    }
-  }
-  const hasValue = echoesKey && status === Status.ok
-  return {
-    status: kind,
-    value: hasValue ? buf.subarray(keyStart + keyLength, end) : undefined,
-    cas: status === Status.ok ? buf.readBigUInt64BE(offset + 16) : 0n,
-    message: undefined,
+function replyOf(buf: Buffer, offset: number, status: number, reads: boolean, valueStart: number, end: number): Reply {
+  const cas = status === Status.ok ? buf.readBigUInt64BE(offset + 16) : 0n
+  switch (status) {
+    case Status.ok:
+      return { status: 'ok', value: reads ? buf.subarray(valueStart, end) : undefined, cas, message: undefined }
+    case Status.notFound:
+      return { status: 'miss', value: undefined, cas, message: undefined }
+    case Status.exists:
+    case Status.notStored:
+      return { status: 'exists', value: undefined, cas, message: undefined }
+    case Status.tooLarge:
+      return { status: 'tooLarge', value: undefined, cas, message: undefined }
+    case Status.authError:
+      return { status: 'authError', value: undefined, cas, message: undefined }
+    default:
+      return {
+        status: 'serverError',
+        value: undefined,
+        cas,
+        message: STATUS_TEXT[status] ?? `status 0x${status.toString(16).padStart(4, '0')}`,
+      }
   }
 }
 
-export const binaryProtocol = (limit: number): WireProtocol => ({
-  name: 'binary',
-  encode,
-  reader: (handlers) => binaryReader(handlers, limit),
-})
+/** The binary protocol; read values larger than `maxItemSize` are skipped and answered as `tooLarge`. */
+export function binaryProtocol(maxItemSize: number): WireProtocol {
+  const parse = parseBinary(maxItemSize)
+  return { name: 'binary', encode, reader: (handlers) => frameReader(parse, handlers) }
+}

@@ -1,12 +1,13 @@
 import type { Connection } from './connection.js'
-import type { Failure, Reply, RequestContext, Transport } from './wire.js'
+import type { Failure } from './errors.js'
+import type { Reply, RequestScope, Transport } from './wire.js'
 
 /** What a read found: the value, its CAS and (meta only) the seconds it had left. */
 export type Item = Reply & { value: Buffer }
 
 export type StorageMode = 'set' | 'add' | 'replace'
 
-/** One server as the layers above see it. */
+/** One server of the client. */
 export interface Server {
   readonly address: string
   readonly host: string
@@ -25,11 +26,11 @@ export interface ServerState {
 }
 
 /**
- * The memcached access layer: which server holds a key, and the commands the store sends, their
- * replies turned into results or errors. Every request settles within the store's timeout (see
- * Connection); none is ever retried (a timed-out write may still be applied).
+ * A memcached client: which server holds a key, and the commands, their replies turned into results
+ * or MemcachedErrors. Every request settles within the configured timeout (see Connection); none is
+ * ever retried (a timed-out write may still be applied).
  */
-export class Memcached {
+export class MemcachedClient {
   readonly protocol: 'binary' | 'meta'
   readonly servers: readonly Server[]
   readonly #placement: (key: string) => number
@@ -58,13 +59,13 @@ export class Memcached {
     return this.serverFor(key).address
   }
 
-  get(key: string, context: RequestContext): Promise<Item | undefined> {
-    return this.serverFor(key).connection.request({ name: 'get', key }, context, asItem)
+  get(key: string, scope: RequestScope): Promise<Item | undefined> {
+    return this.serverFor(key).connection.request({ name: 'get', key }, scope, asItem)
   }
 
   /** Get-and-touch: the item, its expiry moved to `expiry` in the same round trip. */
-  getAndTouch(key: string, expiry: number, context: RequestContext): Promise<Item | undefined> {
-    return this.serverFor(key).connection.request({ name: 'gat', key, expiry }, context, asItem)
+  getAndTouch(key: string, expiry: number, scope: RequestScope): Promise<Item | undefined> {
+    return this.serverFor(key).connection.request({ name: 'gat', key, expiry }, scope, asItem)
   }
 
   /**
@@ -72,24 +73,24 @@ export class Memcached {
    * Status `ok` (stored; `cas` is the new one), `exists` (ADD found the key, or the CAS did not
    * match) or `miss` (REPLACE or CAS found no key).
    */
-  store(mode: StorageMode, key: string, value: Buffer, expiry: number, context: RequestContext, cas?: bigint): Promise<Reply> {
+  store(mode: StorageMode, key: string, value: Buffer, expiry: number, scope: RequestScope, cas?: bigint): Promise<Reply> {
     const name = cas === undefined ? mode : 'cas'
-    return this.serverFor(key).connection.request({ name, key, value, expiry, cas }, context, asStorage)
+    return this.serverFor(key).connection.request({ name, key, value, expiry, cas }, scope, asStorage)
   }
 
   /** DELETE (only while the CAS is unchanged, when given); false when there was nothing to delete. */
-  delete(key: string, context: RequestContext, cas?: bigint): Promise<boolean> {
-    return this.serverFor(key).connection.request({ name: 'delete', key, cas }, context, asFound)
+  delete(key: string, scope: RequestScope, cas?: bigint): Promise<boolean> {
+    return this.serverFor(key).connection.request({ name: 'delete', key, cas }, scope, asFound)
   }
 
   /** A new expiry without rewriting the value; false when the key is missing. */
-  touch(key: string, expiry: number, context: RequestContext): Promise<boolean> {
-    return this.serverFor(key).connection.request({ name: 'touch', key, expiry }, context, asFound)
+  touch(key: string, expiry: number, scope: RequestScope): Promise<boolean> {
+    return this.serverFor(key).connection.request({ name: 'touch', key, expiry }, scope, asFound)
   }
 
   /** A no-op round trip to one server (after authentication), ignoring any back-off. */
-  ping(server: Server, context: RequestContext): Promise<void> {
-    return server.connection.request({ name: 'noop', key: '' }, context, asNothing, true)
+  ping(server: Server, scope: RequestScope): Promise<void> {
+    return server.connection.request({ name: 'noop', key: '' }, scope, asNothing, true)
   }
 
   states(): ServerState[] {
@@ -134,15 +135,14 @@ function asNothing(reply: Reply): void {
 function refusal(reply: Reply): Failure {
   switch (reply.status) {
     case 'tooLarge':
-      return { code: 'ETOOLARGE', reason: "the value is larger than the server's item size limit (its -I)", sent: true, refused: true }
-    case 'authError':
       return {
-        code: 'EAUTH',
-        reason:
-          'the server requires authentication, or refused it (options `username`/`password`, `user:pass@host:port` in `servers`, or MEMCACHE_USERNAME/MEMCACHE_PASSWORD)',
+        code: 'ETOOLARGE',
+        reason: reply.message ?? "the value is larger than the server's item size limit (its -I)",
         sent: true,
         refused: true,
       }
+    case 'authError':
+      return { code: 'EAUTH', reason: 'the server requires authentication, or refused it', sent: true, refused: true }
     default:
       return { code: 'ESERVER', reason: reply.message ?? `unexpected reply (${reply.status})`, sent: true, refused: true }
   }

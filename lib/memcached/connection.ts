@@ -1,10 +1,10 @@
 import type { Socket } from 'node:net'
-import { type ErrorCode, MemcacheStoreError } from '../errors.js'
-import { debug } from '../observability.js'
+import type { DebugLog, StateListener } from './config.js'
+import { type Failure, type FailureCode, MemcachedError } from './errors.js'
 import { Fifo } from './fifo.js'
 import { ServerHealth } from './health.js'
 import { connectFailureCode, connectFailureReason, stalledOpening } from './socket.js'
-import type { Command, CommandName, Failure, OpenAttempt, Pending, Reply, RequestContext, Transport, WireProtocol } from './wire.js'
+import type { Command, CommandName, Expected, OpenAttempt, Reply, RequestScope, Transport, WireProtocol } from './wire.js'
 import type { WriteBatcher } from './write-batcher.js'
 
 /**
@@ -26,12 +26,19 @@ const TLS_NUDGE_MS = 10
 
 const NOOP: Command = { name: 'noop', key: '' }
 const ignore = (): void => {}
+const silent: DebugLog = () => {}
 
-/** Commands whose outcome is unknown once sent and unanswered: a timed-out write may still be applied. */
-const WRITES: ReadonlySet<string> = new Set(['set', 'add', 'replace', 'cas', 'delete', 'touch'])
-
-/** Told when a server starts failing (its back-off begins) and when it answers again. */
-export type StateListener = (address: string, change: 'down' | 'up', error?: MemcacheStoreError) => void
+/** One request on its way: written, or waiting for the connection to open. */
+interface Pending extends Expected {
+  readonly bytes: Buffer
+  readonly scope: RequestScope
+  /** When the request counts as unanswered (performance.now() time). */
+  at: number
+  /** Whether this request was the probe of a server in back-off. */
+  probe: boolean
+  resolve(reply: Reply): void
+  reject(failure: Failure): void
+}
 
 export interface ConnectionOptions {
   transport: Transport
@@ -39,8 +46,9 @@ export interface ConnectionOptions {
   timeoutMs: number
   batcher: WriteBatcher
   onStateChange?: StateListener
+  debug?: DebugLog
   /** Added to a refused connection's reason: what to check (the default address, say). */
-  connectHint?: string
+  refusedHint?: string
   /**
    * Added to a timeout when the server never answered anything on any connection: why a server may
    * accept connections and stay silent (it expects TLS, it speaks another protocol).
@@ -60,6 +68,7 @@ export class Connection {
   readonly address: string
   readonly health = new ServerHealth()
   readonly #options: ConnectionOptions
+  readonly #debug: DebugLog
   /** The connection carrying requests, once opened and authenticated. */
   #socket: Socket | undefined
   #opening: OpenAttempt | undefined
@@ -80,11 +89,12 @@ export class Connection {
   /** TLS only: when `#socket` last carried a reply (or a write to an idle connection), and the nudge timer. */
   #progressAt = 0
   #nudgeTimer: NodeJS.Timeout | undefined
-  /** No-ops written to nudge memcached and not yet answered (not requests of the store's callers). */
+  /** No-ops written to nudge memcached and not yet answered (not requests of the client's callers). */
   #nudges = 0
 
   constructor(options: ConnectionOptions) {
     this.#options = options
+    this.#debug = options.debug ?? silent
     this.#openMargin = Math.min(OPEN_MARGIN_MS, options.timeoutMs / 10)
     this.address = `${options.transport.host}:${options.transport.port}`
   }
@@ -94,28 +104,24 @@ export class Connection {
     return this.#written.length - this.#nudges + this.#waiting.length
   }
 
-  get transport(): Transport {
-    return this.#options.transport
-  }
-
   /**
-   * Sends one command; `interpret` turns its reply into the result (it may throw a MemcacheStoreError).
-   * `ignoreBackoff` sends even while the server is in back-off (readiness checks).
+   * Sends one command; `interpret` turns its reply into the result (it may throw a Failure: a reply
+   * that refuses the request). `ignoreBackoff` sends even while the server is in back-off (readiness checks).
    */
-  request<T>(command: Command, context: RequestContext, interpret: (reply: Reply) => T, ignoreBackoff = false): Promise<T> {
+  request<T>(command: Command, scope: RequestScope, interpret: (reply: Reply) => T, ignoreBackoff = false): Promise<T> {
     return new Promise<T>((resolve, reject) => {
-      if (this.#closed) return reject(this.#error(command.name, context, { code: 'ECLOSED', reason: 'the store was closed', sent: false }))
+      if (this.#closed) return reject(this.error(command.name, { code: 'ECLOSED', reason: 'the client was closed', sent: false }))
       const now = performance.now()
-      if (now >= context.deadline) {
+      if (now >= scope.deadline) {
         const reason = `the operation's ${this.#options.timeoutMs} ms had passed before this request could be sent`
-        return reject(this.#error(command.name, context, { code: 'ETIMEDOUT', reason, sent: false }))
+        return reject(this.error(command.name, { code: 'ETIMEDOUT', reason, sent: false }))
       }
       const admission = ignoreBackoff ? 'go' : this.health.admit(now)
       if (admission === 'refuse') {
         const failure = this.#refusal(now)
         // Refused in a later turn of the event loop: a caller that retries on failure must not
         // spin in microtasks and starve the timers and I/O that would let the server recover.
-        setImmediate(() => reject(this.#error(command.name, context, failure)))
+        setImmediate(() => reject(this.error(command.name, failure)))
         return
       }
       this.#opaque = this.#opaque >= 0xfffffff0 ? 1 : this.#opaque + 1
@@ -124,7 +130,7 @@ export class Connection {
         command,
         this.#opaque,
         this.#options.protocol.encode(command, this.#opaque),
-        context,
+        scope,
         now + this.#options.timeoutMs,
         admission === 'probe',
         interpret,
@@ -146,7 +152,7 @@ export class Connection {
   close(): void {
     if (this.#closed) return
     this.#closed = true
-    const reason = 'abandoned: the store was closed'
+    const reason = 'abandoned: the client was closed'
     this.#opening?.abort()
     this.#opening = undefined
     for (const pending of this.#waiting.drain()) pending.reject({ code: 'ECLOSED', reason, sent: false })
@@ -159,14 +165,14 @@ export class Connection {
     this.#timerAt = Infinity
   }
 
-  /** Builds the store's error for a failed request of `command`. */
-  error(command: string, context: RequestContext, failure: Failure): MemcacheStoreError {
-    return this.#error(command, context, failure)
+  /** The error for a failed request of `command`. */
+  error(command: string, failure: Failure): MemcachedError {
+    return new MemcachedError(failure, this.address, command)
   }
 
-  /** The store's error for a reply that refused a request (`interpret` threw a Failure). */
-  refusal(command: string, context: RequestContext, failure: Failure): MemcacheStoreError {
-    return this.#error(command, context, this.#explained(failure))
+  /** The error for a reply that refused a request (`interpret` threw a Failure). */
+  refusal(command: string, failure: Failure): MemcachedError {
+    return this.error(command, this.#explained(failure))
   }
 
   #write(socket: Socket, pending: Pending): void {
@@ -174,7 +180,7 @@ export class Connection {
     if (this.#written.length > 0) this.#options.batcher.hold(socket)
     else if (this.#options.transport.secure) this.#progressAt = performance.now()
     this.#written.push(pending)
-    pending.context.sent = true
+    pending.scope.sent = true
     socket.write(pending.bytes)
     if (this.#options.transport.secure) this.#nudgeTimer ??= setTimeout(this.#nudge, TLS_NUDGE_MS)
   }
@@ -188,11 +194,11 @@ export class Connection {
     if (this.#nudges === 0 && now - this.#progressAt >= TLS_NUDGE_MS) {
       this.#nudges++
       this.#opaque = this.#opaque >= 0xfffffff0 ? 1 : this.#opaque + 1
-      const context: RequestContext = { operation: 'ready', subject: 'a no-op', deadline: Number.POSITIVE_INFINITY, sent: false }
+      const scope: RequestScope = { deadline: Number.POSITIVE_INFINITY, sent: false, answered: false }
       const settled = () => void this.#nudges--
       const bytes = this.#options.protocol.encode(NOOP, this.#opaque)
       this.#written.push(
-        new Request(this, NOOP, this.#opaque, bytes, context, now + this.#options.timeoutMs, false, ignore, settled, settled),
+        new Request(this, NOOP, this.#opaque, bytes, scope, now + this.#options.timeoutMs, false, ignore, settled, settled),
       )
       socket.write(bytes)
     }
@@ -201,18 +207,18 @@ export class Connection {
 
   #open(): void {
     if (this.#opening !== undefined || this.#closed) return
-    debug('%s: connecting (%s)', this.address, this.#options.protocol.name)
+    this.#debug('%s: connecting (%s)', this.address, this.#options.protocol.name)
     this.#opening = this.#options.transport.open({
       ready: (socket) => {
         this.#opening = undefined
         if (this.#closed) return void socket.destroy()
-        debug('%s: connected', this.address)
+        this.#debug('%s: connected', this.address)
         this.#use(socket)
       },
       failed: (code, reason, cause) => {
         this.#opening = undefined
-        debug('%s: connecting failed (%s: %s)', this.address, code, reason)
-        const hint = code === 'ECONNECTION' && this.#options.connectHint ? ` (${this.#options.connectHint})` : ''
+        this.#debug('%s: connecting failed (%s: %s)', this.address, code, reason)
+        const hint = code === 'ECONNECTION' && this.#options.refusedHint ? ` (${this.#options.refusedHint})` : ''
         this.#failWaiting({ code, reason: reason + hint, sent: false, cause })
       },
     })
@@ -227,6 +233,7 @@ export class Connection {
       reply: (reply) => {
         if (this.#socket !== socket) return
         const pending = this.#written.shift() as Pending
+        pending.scope.answered = true
         this.#answered = true
         this.#everAnswered = true
         this.#progressAt = performance.now()
@@ -281,7 +288,7 @@ export class Connection {
     this.#socket = undefined
     socket.destroy()
     const written = this.#written.drain()
-    debug('%s: connection closed (%s: %s) with %d request(s) in flight', this.address, failure.code, failure.reason, written.length)
+    this.#debug('%s: connection closed (%s: %s) with %d request(s) in flight', this.address, failure.code, failure.reason, written.length)
     if (written.length === 0 && failure.code === 'ECONNCLOSED') return // an idle connection closed: the next request reopens
     this.#failed(
       failure,
@@ -304,16 +311,13 @@ export class Connection {
     const wasUp = this.health.failures === 0
     this.health.failed(failure.reason, performance.now(), wasProbe, failure.code)
     if (this.health.failures > 0) {
-      debug('%s: down, next attempt in %d ms', this.address, Math.round(this.health.downUntil - performance.now()))
+      this.#debug('%s: down, next attempt in %d ms', this.address, Math.round(this.health.downUntil - performance.now()))
     }
-    if (wasUp && this.health.failures > 0) {
-      const context: RequestContext = { operation: 'ready', subject: 'the server', deadline: 0, sent: failure.sent }
-      this.#options.onStateChange?.(this.address, 'down', this.#error('connect', context, failure))
-    }
+    if (wasUp && this.health.failures > 0) this.#options.onStateChange?.(this.address, 'down', this.error('connect', failure))
   }
 
   #recovered(): void {
-    debug('%s: answering again', this.address)
+    this.#debug('%s: answering again', this.address)
     this.health.succeeded()
     this.#options.onStateChange?.(this.address, 'up')
   }
@@ -329,7 +333,7 @@ export class Connection {
     const ago = Math.round(now - health.lastFailureAt)
     const wait = Math.max(0, Math.round(health.downUntil - now))
     return {
-      code: health.lastCode === 'EAUTH' || health.lastCode === 'ETLS' ? (health.lastCode as ErrorCode) : 'ESERVERDOWN',
+      code: health.lastCode === 'EAUTH' || health.lastCode === 'ETLS' ? (health.lastCode as FailureCode) : 'ESERVERDOWN',
       reason: `the server failed ${ago} ms ago (${health.lastError}); next attempt in ${wait} ms`,
       sent: false,
     }
@@ -351,7 +355,7 @@ export class Connection {
 
   /** When a request waiting for the connection gives up on it: before its operation's deadline (OPEN_MARGIN_MS). */
   #openDue(pending: Pending): number {
-    return Math.min(pending.at, pending.context.deadline) - this.#openMargin
+    return Math.min(pending.at, pending.scope.deadline) - this.#openMargin
   }
 
   #sweep = (): void => {
@@ -381,22 +385,6 @@ export class Connection {
     const next = Math.min(this.#written.peek()?.at ?? Infinity, waiting === undefined ? Infinity : this.#openDue(waiting))
     if (next !== Infinity) this.#arm(next)
   }
-
-  #error(command: string, context: RequestContext, failure: Failure): MemcacheStoreError {
-    const verb = failure.code === 'ETIMEDOUT' ? 'timed out' : 'failed'
-    // A request the server refused in its reply was not applied: only an unanswered write may have been.
-    const note = !failure.sent
-      ? '; it was not sent'
-      : !failure.refused && WRITES.has(command)
-        ? '; it was sent and may still be applied'
-        : ''
-    return new MemcacheStoreError(
-      failure.code,
-      context.operation,
-      `memcached ${command} of ${context.subject} on ${this.address} ${verb}: ${failure.reason}${note}`,
-      { server: this.address, command, session: context.subject, sent: failure.sent, reason: failure.reason, cause: failure.cause },
-    )
-  }
 }
 
 /** One request of a Connection: what the reader checks a reply against, and how its promise settles. */
@@ -405,7 +393,7 @@ class Request<T> implements Pending {
   readonly key: string
   readonly opaque: number
   readonly bytes: Buffer
-  readonly context: RequestContext
+  readonly scope: RequestScope
   at: number
   probe: boolean
   readonly #connection: Connection
@@ -418,7 +406,7 @@ class Request<T> implements Pending {
     command: Command,
     opaque: number,
     bytes: Buffer,
-    context: RequestContext,
+    scope: RequestScope,
     at: number,
     probe: boolean,
     interpret: (reply: Reply) => T,
@@ -430,7 +418,7 @@ class Request<T> implements Pending {
     this.key = command.key
     this.opaque = opaque
     this.bytes = bytes
-    this.context = context
+    this.scope = scope
     this.at = at
     this.probe = probe
     this.#interpret = interpret
@@ -444,13 +432,13 @@ class Request<T> implements Pending {
       result = this.#interpret(reply)
     } catch (err) {
       // interpret throws a Failure (a refusing reply); anything else is a bug to pass on as is.
-      this.#reject(err instanceof Error ? err : this.#connection.refusal(this.command, this.context, err as Failure))
+      this.#reject(err instanceof Error ? err : this.#connection.refusal(this.command, err as Failure))
       return
     }
     this.#resolve(result)
   }
 
   reject(failure: Failure): void {
-    this.#reject(this.#connection.error(this.command, this.context, failure))
+    this.#reject(this.#connection.error(this.command, failure))
   }
 }

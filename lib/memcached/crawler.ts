@@ -1,5 +1,5 @@
 import type { Socket } from 'node:net'
-import { type ErrorCode, MemcacheStoreError, type Operation } from '../errors.js'
+import { type FailureCode, MemcachedError } from './errors.js'
 import { connectFailureCode, connectFailureReason, stalledOpening } from './socket.js'
 import type { Transport } from './wire.js'
 
@@ -11,16 +11,15 @@ export interface DumpedKey {
 }
 
 export interface MetadumpOptions {
-  /** Opens the text-protocol connection (TLS and token authentication as the store is configured). */
+  /** Opens the text-protocol connection (TLS and token authentication as the client is configured). */
   transport: Transport
-  operation: Operation
   /** Longest wait for the connection, the first reply line, and between two chunks of the dump. */
   idleTimeoutMs: number
   /** The whole dump must end by then, however steadily it trickles. */
   deadlineMs: number
   /** Called for each item, in the server's hash order; keys that are not UTF-8 text are skipped. */
   onKey(item: DumpedKey): void
-  /** Aborting ends the dump at once with an ECLOSED error. */
+  /** Aborting ends the dump at once with an ECLOSED error (the abort's reason, when a string, is its reason). */
   signal?: AbortSignal
 }
 
@@ -32,19 +31,19 @@ const MAX_LINE_BYTES = 4096
 /**
  * Lists every live key of one server with `lru_crawler metadump hash`, over its own text-protocol
  * connection (the binary protocol has no such command). `hash` walks the hash table: unlike `all`,
- * it does not miss keys that move between LRUs mid-crawl. Rejects with a MemcacheStoreError that
+ * it does not miss keys that move between LRUs mid-crawl. Rejects with a MemcachedError that
  * names the server when it cannot list: a crawl is already running (EBUSY), the server does not
  * allow it (ENOTSUPPORTED), it stalls, or the dump does not end by its deadline.
  */
 export function metadump(options: MetadumpOptions): Promise<void> {
-  const { transport, operation, idleTimeoutMs, deadlineMs, onKey, signal } = options
+  const { transport, idleTimeoutMs, deadlineMs, onKey, signal } = options
   const address = `${transport.host}:${transport.port}`
   return new Promise((resolve, reject) => {
     let pending = ''
     let answered = false
     let settled = false
     let socket: Socket | undefined
-    const finish = (err?: MemcacheStoreError) => {
+    const finish = (err?: MemcachedError) => {
       if (settled) return
       settled = true
       clearTimeout(deadline)
@@ -55,24 +54,16 @@ export function metadump(options: MetadumpOptions): Promise<void> {
       if (err) reject(err)
       else resolve()
     }
-    const fail = (code: ErrorCode, reason: string, cause?: unknown) =>
-      finish(
-        new MemcacheStoreError(code, operation, `memcached metadump on ${address} failed: ${reason}`, {
-          server: address,
-          command: 'metadump',
-          reason,
-          sent: answered,
-          cause,
-        }),
-      )
+    const fail = (code: FailureCode, reason: string, cause?: unknown) =>
+      finish(new MemcachedError({ code, reason, sent: answered, cause }, address, 'metadump'))
 
-    const abort = () => fail('ECLOSED', 'abandoned: the store was closed')
+    const abort = () => fail('ECLOSED', typeof signal?.reason === 'string' ? signal.reason : 'abandoned: the dump was aborted')
     const deadline = setTimeout(
       () => fail('ETIMEDOUT', `the dump did not end within ${deadlineMs} ms (the server answers too slowly, or is not memcached)`),
       deadlineMs,
     )
     // Opening (connect, TLS handshake, authentication) is bounded like any wait of the dump: a
-    // handshake that never completes (a plain port, a stopped server) fails as the store's requests do.
+    // handshake that never completes (a plain port, a stopped server) fails as the client's requests do.
     const opening = setTimeout(() => {
       const { code, reason } = stalledOpening(attempt.stage, idleTimeoutMs)
       fail(code, reason)
@@ -161,7 +152,7 @@ function parseKeyLine(line: string): DumpedKey | undefined {
 
 /**
  * memcached URL-encodes every byte outside [A-Za-z0-9-._~]. A key whose bytes are not valid UTF-8
- * cannot be a session key (the store only writes well-formed strings), so it is skipped.
+ * cannot be a key this client wrote (it only writes well-formed strings), so it is skipped.
  */
 function decodeKey(encoded: string): string | undefined {
   if (!encoded.includes('%')) return encoded

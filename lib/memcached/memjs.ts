@@ -6,11 +6,12 @@
 // - safety: memjs's own `sock` wires the socket's bytes into a parser whose buffer survives the
 //   connection (a reply cut by a dead connection glued itself to every later one) and a 'close'
 //   handler that clears whatever socket the server holds by then (orphaning a newer connection).
-// The store's Connection reads and checks replies itself once the connection is ready.
+// Connection reads and checks replies itself once the connection is ready.
 import type { Socket } from 'node:net'
 import type tls from 'node:tls'
 import memjs from 'memjs'
 import { Opcode, Status } from './binary.js'
+import type { Credentials } from './config.js'
 import { connectFailureCode, connectFailureReason, type Endpoint, openSocket } from './socket.js'
 import type { OpenAttempt, OpenCallbacks, Transport } from './wire.js'
 
@@ -45,16 +46,19 @@ interface Attempt {
 /** memjs's Server with the store's sockets: TCP or TLS, opened fresh for each connection. */
 export class MemjsTransport extends memjs.Server implements Transport {
   readonly #tls: tls.ConnectionOptions | undefined
+  readonly #credentialsHint: string | undefined
   #attempt: Attempt | undefined
 
   constructor(
     endpoint: Endpoint,
-    credentials: { username: string; password: string } | undefined,
     tlsOptions: tls.ConnectionOptions | undefined,
+    credentials: Credentials | undefined,
+    credentialsHint?: string,
   ) {
     checkMemjsShape()
     super(endpoint.host, endpoint.port, credentials?.username, credentials?.password, {})
     this.#tls = tlsOptions
+    this.#credentialsHint = credentialsHint
   }
 
   open(callbacks: OpenCallbacks): OpenAttempt {
@@ -101,7 +105,7 @@ export class MemjsTransport extends memjs.Server implements Transport {
   authRefusal(): string {
     if (this.username && this.password)
       return `SASL authentication failed for user ${JSON.stringify(this.username)} (check the username and password)`
-    return 'the server requires SASL authentication and no credentials are configured (options `username`/`password`, `user:pass@host:port` in `servers`, or MEMCACHE_USERNAME/MEMCACHE_PASSWORD)'
+    return `the server requires SASL authentication and no credentials are configured${this.#credentialsHint ? ` (${this.#credentialsHint})` : ''}`
   }
 
   /** memjs writes its SASL requests through here (`sasl` true), on the connection being opened. */

@@ -1,18 +1,11 @@
 import net, { type Socket } from 'node:net'
 import tls from 'node:tls'
-import type { Failure } from './wire.js'
+import type { Failure } from './errors.js'
 
 /** Where a server listens. */
 export interface Endpoint {
   host: string
   port: number
-}
-
-/** `tls: true` or Node's TLS options (`ca`, `cert`, `key`, `servername`, `rejectUnauthorized`, ...). */
-export type TlsOption = boolean | tls.ConnectionOptions
-
-export function addressOf(endpoint: Endpoint): string {
-  return `${endpoint.host}:${endpoint.port}`
 }
 
 /**
@@ -46,12 +39,6 @@ export interface OpenedSocket {
   readyEvent: 'connect' | 'secureConnect'
   /** Updated as the connection progresses; transports set `authenticating` themselves. */
   stage: 'connecting' | 'tls' | 'authenticating'
-}
-
-/** The resolved TLS options: undefined for plain TCP. */
-export function tlsOptionsOf(option: TlsOption | undefined): tls.ConnectionOptions | undefined {
-  if (option === undefined || option === false) return undefined
-  return option === true ? {} : option
 }
 
 /** ETLS for a failed TLS handshake or certificate check (Node's and OpenSSL's codes), else ECONNECTION. */

@@ -1,7 +1,7 @@
 import type { Socket } from 'node:net'
-import type { ErrorCode, Operation } from '../errors.js'
+import type { Failure, FailureCode } from './errors.js'
 
-/** The commands the store sends, whatever the protocol. `gat` is get-and-touch; `cas` is a SET that checks a CAS. */
+/** The commands the client sends, whatever the protocol. `gat` is get-and-touch; `cas` is a SET that checks a CAS. */
 export type CommandName = 'get' | 'gat' | 'set' | 'add' | 'replace' | 'cas' | 'delete' | 'touch' | 'noop'
 
 /**
@@ -9,7 +9,9 @@ export type CommandName = 'get' | 'gat' | 'set' | 'add' | 'replace' | 'cas' | 'd
  * - `ok`: found, stored, deleted or touched;
  * - `miss`: no such key (or, for a CAS write, delete or replace, no key to compare with);
  * - `exists`: ADD found the key, or the CAS did not match;
- * - `tooLarge`, `serverError`: refused by memcached (the connection is fine);
+ * - `tooLarge`: memcached refused a value over its limit, or a value read was over `maxItemSize`
+ *   (skipped unread; the connection is fine);
+ * - `serverError`: refused by memcached (the connection is fine);
  * - `authError`: the server wants authentication first, or refused it.
  */
 export type ReplyStatus = 'ok' | 'miss' | 'exists' | 'tooLarge' | 'serverError' | 'authError'
@@ -19,44 +21,22 @@ export interface Reply {
   value: Buffer | undefined
   /** The item's CAS; 0n when the reply carries none. */
   cas: bigint
-  /** memcached's own words for a `serverError`. */
+  /** memcached's own words for a `serverError` or `tooLarge`. */
   message: string | undefined
 }
 
-/** What the operation a request belongs to knows, for deadlines and honest error reports. */
-export interface RequestContext {
-  readonly operation: Operation
-  /** The session as messages name it: `session abc123…`. */
-  readonly subject: string
-  /** No request of the operation is sent after this (performance.now() time). */
+/**
+ * What the requests of one caller share: a deadline after which none of them is sent, and what the
+ * connections saw of them (set by the connections, read by the caller: when its own deadline passes
+ * with a request unanswered, or to tell whether anything of its work reached memcached).
+ */
+export interface RequestScope {
+  /** No request of the scope is sent after this (performance.now() time). */
   readonly deadline: number
-  /** Set once a request of the operation was written to a socket. */
+  /** A request of the scope was written to a socket. */
   sent: boolean
-}
-
-/** One request on its way: written, or waiting for the connection to open. */
-export interface Pending {
-  readonly command: CommandName
-  readonly key: string
-  readonly opaque: number
-  readonly bytes: Buffer
-  readonly context: RequestContext
-  /** When the request counts as unanswered (performance.now() time). */
-  at: number
-  /** Whether this request was the probe of a server in back-off. */
-  probe: boolean
-  resolve(reply: Reply): void
-  reject(failure: Failure): void
-}
-
-/** Why a request failed, before the access layer words it for the operation. */
-export interface Failure {
-  code: ErrorCode
-  reason: string
-  sent: boolean
-  /** The server answered and refused the request (or the unauthenticated connection it came on): nothing of it was applied. */
-  refused?: boolean
-  cause?: unknown
+  /** A request of the scope was answered: it reached memcached. */
+  answered: boolean
 }
 
 /** A request to encode. */
@@ -69,9 +49,16 @@ export interface Command {
   cas?: bigint
 }
 
+/** What a reader checks a reply against: the oldest request written and not yet answered. */
+export interface Expected {
+  readonly command: CommandName
+  readonly key: string
+  readonly opaque: number
+}
+
 export interface ReplyHandlers {
   /** The oldest request written and not yet answered: replies come back in order. */
-  expected(): Pending | undefined
+  expected(): Expected | undefined
   reply(reply: Reply): void
   /** A reply that cannot be trusted: the connection is reset and nothing more is read from it. */
   violation(reason: string): void
@@ -110,10 +97,16 @@ export interface OpenAttempt {
 
 export interface OpenCallbacks {
   ready(socket: Socket): void
-  failed(code: ErrorCode, reason: string, cause?: unknown): void
+  failed(code: FailureCode, reason: string, cause?: unknown): void
 }
 
-/** Replies longer than this are a protocol error: memcached never sends an item larger than its limit. */
-export function replyLimit(maxItemSize: number): number {
-  return maxItemSize + 1024
-}
+/**
+ * The largest expiry memcached 1.6 keeps: it reads the field as a signed 32-bit number, so over the
+ * meta protocol `T2147483648` answers HD and stores nothing. Encoders clamp to it, on both protocols.
+ */
+export const MAX_EXPIRY = 2 ** 31 - 1
+
+/** No memcached holds a larger value (its -I ceiling is 1 GiB): a reply announcing more is not to be trusted. */
+export const MAX_VALUE_BYTES = 1024 * 1024 * 1024
+
+export type { Failure }
