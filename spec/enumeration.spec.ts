@@ -10,7 +10,7 @@ import type { MemcacheStore, MemcacheStoreError, MemcacheStoreOptions } from '..
 import { MemcachedServer, sleep, startMemcacheds } from './harness/memcached.ts'
 import { createStore } from './harness/protocol.ts'
 import { RawClient } from './harness/raw.ts'
-import { plainSession, randomId, StoreFactory } from './harness/stores.ts'
+import { plainSession, randomId, StoreFactory, uniquePrefix } from './harness/stores.ts'
 
 let server: MemcachedServer
 const stores = new StoreFactory(() => server)
@@ -176,6 +176,38 @@ describe('on two servers', () => {
       for (const each of pair) assert.ok(await each.inspect('pair-neighbour'))
       const remaining = await Promise.all(foreign.map((key) => rawClient(servers).get(key)))
       assert.ok(remaining.every(({ value }) => value?.toString() === 'foreign'))
+    } finally {
+      await store.close()
+    }
+  })
+
+  // A copy left on a server that does not own its key (the server list changed, or another client
+  // placed keys differently) cannot be read or deleted through the store: it is no session of it.
+  it('leave out a copy of a session kept on the server that does not own its key', async () => {
+    const prefix = uniquePrefix()
+    const store = createStore({ servers: pair.map((each) => each.address).join(','), prefix, logger: false })
+    const sid = 'stray0'
+    // An hour's cookie: far from expiry, so the listing counts it without reading it.
+    const sess = plainSession({ user: 'ada' }, 3_600_000)
+    try {
+      await store.set(sid, sess)
+      const holders = await Promise.all(pair.map((each) => each.inspect(prefix + sid)))
+      assert.equal(holders.filter(Boolean).length, 1, 'the session lives on one server')
+      const elsewhere = pair[holders[0] ? 1 : 0]
+      const copier = createStore({ servers: elsewhere.address, prefix, logger: false })
+      try {
+        await copier.set(sid, sess)
+      } finally {
+        await copier.close()
+      }
+      await store.destroy(sid)
+      assert.ok(await elsewhere.inspect(prefix + sid), 'the copy is still on the server that does not own its key')
+      assert.equal(await store.get(sid), null, 'get cannot reach it')
+      const live = randomId()
+      await store.set(live, plainSession())
+      assert.deepEqual(await store.ids(), [live])
+      assert.equal(await store.length(), 1)
+      assert.deepEqual(Object.keys(await store.all()), [live])
     } finally {
       await store.close()
     }
