@@ -10,7 +10,7 @@ import { after, before, describe, it } from 'node:test'
 import tls from 'node:tls'
 import { makeCertificates } from './harness/certs.ts'
 import { MemcachedServer, sleep } from './harness/memcached.ts'
-import { cuttingProxy, type SwappingImpostorOptions, swappingImpostor, tricklingServer } from './harness/peers.ts'
+import { cuttingProxy, keyRewritingProxy, type SwappingImpostorOptions, swappingImpostor, tricklingServer } from './harness/peers.ts'
 
 /** One raw connection: everything it received, the error it ended with, and waits on both. */
 class Peer {
@@ -500,6 +500,50 @@ describe('swappingImpostor', () => {
 
   it('meta: other replies keep their place', async () => {
     assert.equal(await throughMeta('mg k1 v O1\r\nmn\r\nmg k2 v O2\r\n', 'v2\r\n', {}), 'VA 2 O1\r\nv1\r\nMN\r\nVA 2 O2\r\nv2\r\n')
+  })
+})
+
+describe('keyRewritingProxy', () => {
+  let server: MemcachedServer
+  before(async () => {
+    server = await MemcachedServer.start()
+    for (const [key, data] of [
+      ['k1', 'v1'],
+      ['k2', 'v2'],
+    ]) {
+      assert.equal(await server.command(`ms ${key} ${data.length} T0\r\n${data}`), 'HD\r\n')
+    }
+  })
+  after(() => server.stop())
+
+  it('meta: a get of one key is asked as the other; memcached answers for that one and echoes it; other keys pass', async () => {
+    const proxy = await keyRewritingProxy(server.address, 'k1', 'k2')
+    try {
+      const client = tcp(proxy.address)
+      assert.equal(await client.ask('mg k1 v k O1\r\n', 'v2\r\n'), 'VA 2 kk2 O1\r\nv2\r\n')
+      assert.equal(await client.ask('mg k3 v k O2\r\n'), 'EN kk3 O2\r\n')
+      client.end()
+      assert.equal(proxy.rewrites, 1)
+    } finally {
+      await proxy.close()
+    }
+  })
+
+  it('binary: GETK of one key comes back with the other key and its value', async () => {
+    const proxy = await keyRewritingProxy(server.address, 'k1', 'k2')
+    try {
+      const client = tcp(proxy.address)
+      client.send(binaryRequest(GETK, 'k1', 0x33))
+      const [reply] = binaryReplies(await client.until((data) => binaryReplies(data).length === 1))
+      client.end()
+      assert.deepEqual([reply.key, reply.value.toString(), reply.opaque], ['k2', 'v2', 0x33])
+    } finally {
+      await proxy.close()
+    }
+  })
+
+  it('refuses keys of different lengths, which would break a binary header', async () => {
+    await assert.rejects(keyRewritingProxy(server.address, 'k1', 'k22'), /same length in bytes/)
   })
 })
 

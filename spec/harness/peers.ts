@@ -1,7 +1,8 @@
 // Small real TCP peers that misbehave on purpose, each on a free loopback port: a proxy that cuts
-// replies short, a proxy that hands back get replies in the wrong order, and a fake memcached whose
-// key dump trickles and never ends. Every socket has an error handler: a client or server that
-// vanishes mid-stream only ends that connection.
+// replies short, a proxy that hands back get replies in the wrong order, a proxy that asks memcached
+// for another key than its client did, and a fake memcached whose key dump trickles and never ends.
+// Every socket has an error handler: a client or server that vanishes mid-stream only ends that
+// connection.
 import net from 'node:net'
 import { freePort } from './memcached.ts'
 
@@ -364,6 +365,51 @@ export async function swappingImpostor(
     },
     get swaps() {
       return swaps
+    },
+    close: () => listener.close(),
+  }
+}
+
+export interface KeyRewritingProxy {
+  address: string
+  /** Client chunks in which `from` was replaced so far. */
+  readonly rewrites: number
+  close(): Promise<void>
+}
+
+/**
+ * A TCP proxy in front of a real memcached that asks for another key than its client did: every
+ * occurrence of `from` in a client's bytes becomes `to` before it is forwarded. The two must have
+ * the same length in bytes, so that a binary header's lengths stay right. memcached then answers
+ * honestly, for `to`: a get of `from` comes back with `to`'s value and, where the key is echoed
+ * (binary GETK/GATK, meta `k`), with `to`. Replies pass untouched. Keys are matched within each chunk
+ * received: a client that writes each small request whole is rewritten every time; a key split
+ * across two chunks would pass unchanged (and not be counted).
+ */
+export async function keyRewritingProxy(target: string, from: string, to: string): Promise<KeyRewritingProxy> {
+  const needle = Buffer.from(from)
+  const replacement = Buffer.from(to)
+  if (needle.length !== replacement.length || needle.length === 0) {
+    throw new Error(`keyRewritingProxy needs two non-empty keys of the same length in bytes, got ${JSON.stringify([from, to])}`)
+  }
+  let rewrites = 0
+  const listener = await listen((client) => {
+    const upstream = connectUpstream(client, target)
+    client.on('data', (chunk: Buffer) => {
+      let at = chunk.indexOf(needle)
+      if (at >= 0) {
+        chunk = Buffer.from(chunk)
+        for (; at >= 0; at = chunk.indexOf(needle, at + needle.length)) replacement.copy(chunk, at)
+        rewrites++
+      }
+      relay(client, upstream, chunk)
+    })
+    upstream.on('data', (chunk: Buffer) => relay(upstream, client, chunk))
+  })
+  return {
+    address: `127.0.0.1:${listener.port}`,
+    get rewrites() {
+      return rewrites
     },
     close: () => listener.close(),
   }
