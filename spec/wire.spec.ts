@@ -1,7 +1,8 @@
 // What the store does with replies it cannot trust, and how honestly it reports failures: swapped
-// replies (never another session's value), the wrong protocol, lock waiters that time out (never run
-// later), follow-up requests due after the deadline (never sent), sent/not-sent, failOpen never faking a logout, a graceful close, nested prefixes, listings
-// that must end, and a stored session that nests too deep for express-session.
+// replies and replies for another key (never another session's value), the wrong protocol, lock
+// waiters that time out (never run later), follow-up requests due after the deadline (never sent),
+// sent/not-sent, failOpen never faking a logout, a graceful close, nested prefixes, listings that
+// must end, and a stored session that nests too deep for express-session.
 import assert from 'node:assert/strict'
 import net from 'node:net'
 import { after, before, describe, it } from 'node:test'
@@ -11,7 +12,7 @@ import { type MemcacheStore, MemcacheStoreError } from '../lib/index.ts'
 import { testApp } from './harness/app.ts'
 import { watchProcess } from './harness/faults.ts'
 import { freePort, MemcachedServer, sleep } from './harness/memcached.ts'
-import { swappingImpostor, tricklingServer } from './harness/peers.ts'
+import { keyRewritingProxy, swappingImpostor, tricklingServer } from './harness/peers.ts'
 import { createStore, PROTOCOL } from './harness/protocol.ts'
 import { RawClient } from './harness/raw.ts'
 import { base64JsonSerializer, loadSession, newSession, plainSession, randomId, StoreFactory, uniquePrefix } from './harness/stores.ts'
@@ -127,6 +128,39 @@ describe('replies that cannot be trusted', () => {
       }
     })
   }
+
+  // memcached answering honestly, but for another key than the store asked for (a proxy or a client
+  // bug that rewrote the request): only the echoed key (meta `k`, binary GETK/GATK) shows it.
+  it('a reply for another key than requested: EPROTOCOL naming the server, and that key’s session is never handed over', async () => {
+    const writer = stores.create()
+    const tag = randomId()
+    const [mine, theirs, unrelated] = [`mine-${tag}`, `them-${tag}`, randomId()]
+    await writer.set(mine, ownSession(mine))
+    await writer.set(theirs, ownSession(theirs, { user: 'someone else' }))
+    await writer.set(unrelated, ownSession(unrelated))
+    const proxy = await keyRewritingProxy(server.address, writer.prefix + mine, writer.prefix + theirs)
+    const store = createStore({ servers: proxy.address, prefix: writer.prefix, timeout: 500, logger: false })
+    try {
+      const readMine = async () => {
+        const { value, error } = await timed(untilSent(() => store.get(mine)))
+        assert.notEqual(sidOf(value), theirs, 'the session of the key memcached answered for is never handed over')
+        const err = storeError(error)
+        assert.equal(err.code, 'EPROTOCOL', err.message)
+        assert.equal(err.server, proxy.address)
+        assert.equal(err.sent, true)
+        assert.match(err.reason, /a reply for another key/)
+      }
+      await readMine() // a plain get: the store has not written yet
+      await untilSent(() => store.set(unrelated, ownSession(unrelated, { again: true })))
+      await readMine() // a get-and-touch, now that a write gave the store a lifetime to extend by
+      assert.equal(proxy.rewrites, 2, 'both reads were asked as the other key')
+      assert.equal(sidOf(await untilSent(() => store.get(unrelated))), unrelated, 'the other sessions read through the proxy as usual')
+      assert.equal(sidOf(await writer.get(mine)), mine, 'the session itself is still there')
+    } finally {
+      await store.close()
+      await proxy.close()
+    }
+  })
 
   it('a meta reply whose CAS or TTL is not a number: EPROTOCOL naming the server, nothing thrown, and the store carries on', async () => {
     const peer = await malformedMetaPeer()
