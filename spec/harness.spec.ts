@@ -506,7 +506,8 @@ describe('swappingImpostor', () => {
 describe('keyRewritingProxy', () => {
   let server: MemcachedServer
   before(async () => {
-    server = await MemcachedServer.start()
+    // Both protocols whatever TEST_PROTOCOL says (-B auto, memcached's default): the binary test needs it.
+    server = await MemcachedServer.start({ args: ['-B', 'auto'] })
     for (const [key, data] of [
       ['k1', 'v1'],
       ['k2', 'v2'],
