@@ -10,7 +10,14 @@ import { after, before, describe, it } from 'node:test'
 import tls from 'node:tls'
 import { makeCertificates } from './harness/certs.ts'
 import { MemcachedServer, sleep } from './harness/memcached.ts'
-import { cuttingProxy, keyRewritingProxy, type SwappingImpostorOptions, swappingImpostor, tricklingServer } from './harness/peers.ts'
+import {
+  cuttingProxy,
+  dumpRewritingProxy,
+  keyRewritingProxy,
+  type SwappingImpostorOptions,
+  swappingImpostor,
+  tricklingServer,
+} from './harness/peers.ts'
 
 /** One raw connection: everything it received, the error it ended with, and waits on both. */
 class Peer {
@@ -545,6 +552,37 @@ describe('keyRewritingProxy', () => {
 
   it('refuses keys of different lengths, which would break a binary header', async () => {
     await assert.rejects(keyRewritingProxy(server.address, 'k1', 'k22'), /same length in bytes/)
+  })
+})
+
+describe('dumpRewritingProxy', () => {
+  let server: MemcachedServer
+  before(async () => {
+    server = await MemcachedServer.start()
+    assert.equal(await server.command('ms d1 2 T0\r\nv1'), 'HD\r\n')
+    assert.equal(await server.command('ms d2 2 T0\r\nv2'), 'HD\r\n')
+  })
+  after(() => server.stop())
+
+  it("rewrites the dump's lines for the chosen key only; other connections pass, their requests recorded", async () => {
+    const proxy = await dumpRewritingProxy(server.address, (line) => line.replace(/^key=d1 exp=-1 /, 'key=d1 exp=123 '))
+    try {
+      const direct = await server.command('lru_crawler metadump hash')
+      assert.match(direct, /^key=d1 exp=-1 /m)
+      const client = tcp(proxy.address)
+      const dumped = await client.ask('lru_crawler metadump hash\r\n', 'END\r\n')
+      client.end()
+      assert.equal(dumped, direct.replace(/^key=d1 exp=-1 /m, 'key=d1 exp=123 '))
+      assert.match(dumped, /^key=d2 exp=-1 /m)
+
+      const reader = tcp(proxy.address)
+      assert.equal(await reader.ask('mg d2 v\r\n', 'v2\r\n'), 'VA 2\r\nv2\r\n')
+      reader.end()
+      assert.deepEqual([proxy.dumps, proxy.rewritten], [1, 1])
+      assert.deepEqual([proxy.requestsMentioning('d2'), proxy.requestsMentioning('d1')], [1, 0])
+    } finally {
+      await proxy.close()
+    }
   })
 })
 
