@@ -81,15 +81,28 @@ describe('encryption at rest', () => {
     assert.notDeepEqual(first.subarray(1, 13), second.subarray(1, 13))
   })
 
-  for (const [name, spoil] of [
-    ['a flipped ciphertext byte', (bytes: Buffer) => Buffer.from(bytes).fill(bytes[20] ^ 0xff, 20, 21)],
-    ['a flipped tag byte', (bytes: Buffer) => Buffer.from(bytes).fill(bytes[bytes.length - 1] ^ 0x01, bytes.length - 1)],
-    ['a truncated value', (bytes: Buffer) => bytes.subarray(0, 20)],
-    ['an empty value', () => Buffer.alloc(0)],
-    ['an unknown format version', (bytes: Buffer) => Buffer.concat([Buffer.from([0x03]), bytes.subarray(1)])],
-    ['the format byte of v2 turned into v1', (bytes: Buffer) => Buffer.concat([Buffer.from([0x01]), bytes.subarray(1)])],
+  // Each spoiled value is refused for its own reason, and the log line says which: a value that
+  // reached "no session" by the wrong path (an unknown format byte tried as the old format, say)
+  // would still be no session, so only the reason tells the paths apart.
+  const FAILED_AUTHENTICATION = /\(it failed authentication with each of the 1 configured secret\(s\)/
+  const UNKNOWN_FORMAT = /\(it is not encrypted \(written before `secret` was set\?\) or in an unknown format\)/
+  for (const [name, spoil, reason] of [
+    ['a flipped ciphertext byte', (bytes: Buffer) => Buffer.from(bytes).fill(bytes[20] ^ 0xff, 20, 21), FAILED_AUTHENTICATION],
+    [
+      'a flipped tag byte',
+      (bytes: Buffer) => Buffer.from(bytes).fill(bytes[bytes.length - 1] ^ 0x01, bytes.length - 1),
+      FAILED_AUTHENTICATION,
+    ],
+    ['a truncated value', (bytes: Buffer) => bytes.subarray(0, 20), /\(it is too short to be an encrypted session\)/],
+    ['an empty value', () => Buffer.alloc(0), UNKNOWN_FORMAT],
+    ['an unknown format version', (bytes: Buffer) => Buffer.concat([Buffer.from([0x03]), bytes.subarray(1)]), UNKNOWN_FORMAT],
+    [
+      'the format byte of v2 turned into v1',
+      (bytes: Buffer) => Buffer.concat([Buffer.from([0x01]), bytes.subarray(1)]),
+      /\(it is in the old format 0x01 and failed authentication with each of the 1 configured string secret\(s\)/,
+    ],
   ] as const) {
-    it(`${name}: no session, logged without the whole session ID, never a crash`, async () => {
+    it(`${name}: no session, logged with its reason and without the whole session ID, never a crash`, async () => {
       const log = recorder()
       const store = stores.create({ secret: SECRET, logger: log })
       const sid = randomId()
@@ -98,6 +111,7 @@ describe('encryption at rest', () => {
       assert.equal(await store.get(sid), null)
       assert.equal(log.lines.length, 1)
       assert.match(log.lines[0], /is not a session/)
+      assert.match(log.lines[0], reason)
       assert.equal(log.lines[0].includes(sid), false, 'the whole session ID is not logged')
       assert.ok(log.lines[0].includes(sid.slice(0, 6)), 'its first characters are')
       const other = randomId()

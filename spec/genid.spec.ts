@@ -117,6 +117,24 @@ describe('store.genid', () => {
     assert.deepEqual(await keysUnder(store.prefix), [`${store.prefix}real`], 'unused placeholders were deleted')
   })
 
+  // The test above runs with logger: false. A placeholder is not a damaged session: were it decoded
+  // like one, every read of a reserved ID before its first save would log "is not a session".
+  it('a reserved ID read before its first save is no session, and the store logs nothing about it', async () => {
+    const lines: string[] = []
+    const store = stores.create({ logger: { warn: (line) => lines.push(line) } })
+    const genid = store.genid
+    await pooled(store, 2)
+    const sid = genid()
+    assert.ok((await keysUnder(store.prefix)).includes(store.prefix + sid), 'memcached holds its placeholder')
+    assert.equal(await store.get(sid), null)
+    assert.deepEqual(await store.ids(), [])
+    assert.deepEqual(await store.all(), {})
+    assert.deepEqual(lines, [], 'a placeholder is not reported as an unreadable session')
+    await store.set(sid, newSession(store, sid, { first: true }))
+    assert.equal(((await store.get(sid)) as { first?: boolean } | null)?.first, true, 'its first save still claims it')
+    assert.deepEqual(lines, [])
+  })
+
   it('close() while the pool is filling: reservations in flight settle, leave no placeholder, log nothing', async () => {
     for (let attempt = 0; attempt < 5; attempt++) {
       const lines: string[] = []

@@ -10,7 +10,14 @@ import { after, before, describe, it } from 'node:test'
 import tls from 'node:tls'
 import { makeCertificates } from './harness/certs.ts'
 import { MemcachedServer, sleep } from './harness/memcached.ts'
-import { cuttingProxy, type SwappingImpostorOptions, swappingImpostor, tricklingServer } from './harness/peers.ts'
+import {
+  cuttingProxy,
+  dumpRewritingProxy,
+  keyRewritingProxy,
+  type SwappingImpostorOptions,
+  swappingImpostor,
+  tricklingServer,
+} from './harness/peers.ts'
 
 /** One raw connection: everything it received, the error it ended with, and waits on both. */
 class Peer {
@@ -500,6 +507,82 @@ describe('swappingImpostor', () => {
 
   it('meta: other replies keep their place', async () => {
     assert.equal(await throughMeta('mg k1 v O1\r\nmn\r\nmg k2 v O2\r\n', 'v2\r\n', {}), 'VA 2 O1\r\nv1\r\nMN\r\nVA 2 O2\r\nv2\r\n')
+  })
+})
+
+describe('keyRewritingProxy', () => {
+  let server: MemcachedServer
+  before(async () => {
+    // Both protocols whatever TEST_PROTOCOL says (-B auto, memcached's default): the binary test needs it.
+    server = await MemcachedServer.start({ args: ['-B', 'auto'] })
+    for (const [key, data] of [
+      ['k1', 'v1'],
+      ['k2', 'v2'],
+    ]) {
+      assert.equal(await server.command(`ms ${key} ${data.length} T0\r\n${data}`), 'HD\r\n')
+    }
+  })
+  after(() => server.stop())
+
+  it('meta: a get of one key is asked as the other; memcached answers for that one and echoes it; other keys pass', async () => {
+    const proxy = await keyRewritingProxy(server.address, 'k1', 'k2')
+    try {
+      const client = tcp(proxy.address)
+      assert.equal(await client.ask('mg k1 v k O1\r\n', 'v2\r\n'), 'VA 2 kk2 O1\r\nv2\r\n')
+      assert.equal(await client.ask('mg k3 v k O2\r\n'), 'EN kk3 O2\r\n')
+      client.end()
+      assert.equal(proxy.rewrites, 1)
+    } finally {
+      await proxy.close()
+    }
+  })
+
+  it('binary: GETK of one key comes back with the other key and its value', async () => {
+    const proxy = await keyRewritingProxy(server.address, 'k1', 'k2')
+    try {
+      const client = tcp(proxy.address)
+      client.send(binaryRequest(GETK, 'k1', 0x33))
+      const [reply] = binaryReplies(await client.until((data) => binaryReplies(data).length === 1))
+      client.end()
+      assert.deepEqual([reply.key, reply.value.toString(), reply.opaque], ['k2', 'v2', 0x33])
+    } finally {
+      await proxy.close()
+    }
+  })
+
+  it('refuses keys of different lengths, which would break a binary header', async () => {
+    await assert.rejects(keyRewritingProxy(server.address, 'k1', 'k22'), /same length in bytes/)
+  })
+})
+
+describe('dumpRewritingProxy', () => {
+  let server: MemcachedServer
+  before(async () => {
+    server = await MemcachedServer.start()
+    assert.equal(await server.command('ms d1 2 T0\r\nv1'), 'HD\r\n')
+    assert.equal(await server.command('ms d2 2 T0\r\nv2'), 'HD\r\n')
+  })
+  after(() => server.stop())
+
+  it("rewrites the dump's lines for the chosen key only; other connections pass, their requests recorded", async () => {
+    const proxy = await dumpRewritingProxy(server.address, (line) => line.replace(/^key=d1 exp=-1 /, 'key=d1 exp=123 '))
+    try {
+      const direct = await server.command('lru_crawler metadump hash')
+      assert.match(direct, /^key=d1 exp=-1 /m)
+      const client = tcp(proxy.address)
+      const dumped = await client.ask('lru_crawler metadump hash\r\n', 'END\r\n')
+      client.end()
+      assert.equal(dumped, direct.replace(/^key=d1 exp=-1 /m, 'key=d1 exp=123 '))
+      assert.match(dumped, /^key=d2 exp=-1 /m)
+
+      const reader = tcp(proxy.address)
+      assert.equal(await reader.ask('mg d2 v\r\n', 'v2\r\n'), 'VA 2\r\nv2\r\n')
+      reader.end()
+      assert.deepEqual([proxy.dumps, proxy.rewritten], [1, 1])
+      assert.deepEqual([proxy.requestsMentioning('d2'), proxy.requestsMentioning('d1')], [1, 0])
+    } finally {
+      await proxy.close()
+    }
   })
 })
 

@@ -11,6 +11,8 @@ const invalid: Array<[string, Record<string, unknown>, RegExp]> = [
   ['servers of the wrong type', { servers: 11211 }, /`servers`.*got `11211` \(number\)/],
   ['an empty servers list', { servers: [] }, /`servers`.*got `\[\]` \(array\)/],
   ['a server with a port out of range', { servers: 'cache:70000' }, /"cache:70000"/],
+  ['a server with port 0', { servers: 'cache:0' }, /"cache:0"/],
+  ['a server with port 0 in an object entry', { servers: [{ address: 'cache:0', weight: 1 }] }, /"cache:0"/],
   ['a server with spaces inside', { servers: 'ca che:11211' }, /"ca che:11211"/],
   ['a client that is not a memjs client', { client: {} }, /`client` to be a memjs Client, got `\{\}` \(object\)/],
   ['a prefix of the wrong type', { prefix: 7 }, /`prefix` to be a string, got `7` \(number\)/],

@@ -1,7 +1,8 @@
 // What the store does with replies it cannot trust, and how honestly it reports failures: swapped
-// replies (never another session's value), the wrong protocol, lock waiters that time out (never run
-// later), sent/not-sent, failOpen never faking a logout, a graceful close, nested prefixes, listings
-// that must end, and a stored session that nests too deep for express-session.
+// replies and replies for another key (never another session's value), the wrong protocol, lock
+// waiters that time out (never run later), follow-up requests due after the deadline (never sent),
+// sent/not-sent, failOpen never faking a logout, a graceful close, nested prefixes, listings that
+// must end, and a stored session that nests too deep for express-session.
 import assert from 'node:assert/strict'
 import net from 'node:net'
 import { after, before, describe, it } from 'node:test'
@@ -11,10 +12,11 @@ import { type MemcacheStore, MemcacheStoreError } from '../lib/index.ts'
 import { testApp } from './harness/app.ts'
 import { watchProcess } from './harness/faults.ts'
 import { freePort, MemcachedServer, sleep } from './harness/memcached.ts'
-import { swappingImpostor, tricklingServer } from './harness/peers.ts'
+import { keyRewritingProxy, swappingImpostor, tricklingServer } from './harness/peers.ts'
 import { createStore, PROTOCOL } from './harness/protocol.ts'
 import { RawClient } from './harness/raw.ts'
-import { base64JsonSerializer, plainSession, randomId, StoreFactory, uniquePrefix } from './harness/stores.ts'
+import { base64JsonSerializer, loadSession, newSession, plainSession, randomId, StoreFactory, uniquePrefix } from './harness/stores.ts'
+import { blockEventLoop, eventually } from './harness/timing.ts'
 
 let server: MemcachedServer
 const stores = new StoreFactory(() => server)
@@ -126,6 +128,39 @@ describe('replies that cannot be trusted', () => {
       }
     })
   }
+
+  // memcached answering honestly, but for another key than the store asked for (a proxy or a client
+  // bug that rewrote the request): only the echoed key (meta `k`, binary GETK/GATK) shows it.
+  it('a reply for another key than requested: EPROTOCOL naming the server, and that key’s session is never handed over', async () => {
+    const writer = stores.create()
+    const tag = randomId()
+    const [mine, theirs, unrelated] = [`mine-${tag}`, `them-${tag}`, randomId()]
+    await writer.set(mine, ownSession(mine))
+    await writer.set(theirs, ownSession(theirs, { user: 'someone else' }))
+    await writer.set(unrelated, ownSession(unrelated))
+    const proxy = await keyRewritingProxy(server.address, writer.prefix + mine, writer.prefix + theirs)
+    const store = createStore({ servers: proxy.address, prefix: writer.prefix, timeout: 500, logger: false })
+    try {
+      const readMine = async () => {
+        const { value, error } = await timed(untilSent(() => store.get(mine)))
+        assert.notEqual(sidOf(value), theirs, 'the session of the key memcached answered for is never handed over')
+        const err = storeError(error)
+        assert.equal(err.code, 'EPROTOCOL', err.message)
+        assert.equal(err.server, proxy.address)
+        assert.equal(err.sent, true)
+        assert.match(err.reason, /a reply for another key/)
+      }
+      await readMine() // a plain get: the store has not written yet
+      await untilSent(() => store.set(unrelated, ownSession(unrelated, { again: true })))
+      await readMine() // a get-and-touch, now that a write gave the store a lifetime to extend by
+      assert.equal(proxy.rewrites, 2, 'both reads were asked as the other key')
+      assert.equal(sidOf(await untilSent(() => store.get(unrelated))), unrelated, 'the other sessions read through the proxy as usual')
+      assert.equal(sidOf(await writer.get(mine)), mine, 'the session itself is still there')
+    } finally {
+      await store.close()
+      await proxy.close()
+    }
+  })
 
   it('a meta reply whose CAS or TTL is not a number: EPROTOCOL naming the server, nothing thrown, and the store carries on', async () => {
     const peer = await malformedMetaPeer()
@@ -321,6 +356,79 @@ describe('honest failure reports', () => {
     assertLockTimeout(storeError((await waiter).error), 'set')
     assert.deepEqual(stringified, ['original', 'holder'], 'the late set never ran: its session was never serialized')
     assert.equal(((await store.get(sid)) as unknown as { marker: string }).marker, 'holder')
+  })
+
+  // Each request an operation sends checks the operation's deadline first (the connection's own
+  // check). Here the operation's first request is answered while the event loop is blocked past the
+  // deadline; the follow-up request the reply calls for must then not be sent at all. Were it sent,
+  // it would still be carried out while the caller is told the operation timed out.
+  describe('a follow-up request due after the deadline is never sent', () => {
+    const TIMEOUT_MS = 300
+    const BLOCK_MS = 500
+
+    /**
+     * Waits until the timers armed by the test's earlier operations have fired (the store keeps one
+     * per connection and one for its operations), then for a check phase: no deadline sweep of
+     * theirs is then queued to run between the blocked loop and the reading of the reply, which
+     * would fail the operation by its own timer before its follow-up request is even due.
+     */
+    async function pastEarlierTimers(): Promise<void> {
+      await sleep(TIMEOUT_MS + 50)
+      await new Promise((resolve) => setImmediate(resolve))
+    }
+
+    /** The caller's error: ETIMEDOUT from the refused follow-up request, not from the operation's own timer. */
+    function assertRefusedFollowUp(error: unknown, command: string): void {
+      const err = storeError(error)
+      assert.equal(err.code, 'ETIMEDOUT', err.message)
+      assert.equal(err.command, command, err.message)
+      assert.match(
+        err.message,
+        new RegExp(`the operation's ${TIMEOUT_MS} ms had passed before this request could be sent; it was not sent`),
+      )
+    }
+
+    it('a new session whose ADD finds the ID taken: the collision DELETE is not sent and the stored session stays', async () => {
+      const store = stores.create({ timeout: TIMEOUT_MS })
+      const sid = `taken-${randomId()}`
+      await store.set(sid, ownSession(sid, { marker: 'stored' }))
+      const before = await server.inspect(store.prefix + sid)
+      assert.ok(before)
+      await pastEarlierTimers()
+      const outcome = timed(store.set(sid, newSession(store, sid, { marker: 'new' })))
+      assert.equal(store.diagnostics().requestsInFlight, 1, 'the ADD went out at once, on the open connection')
+      blockEventLoop(BLOCK_MS)
+      assertRefusedFollowUp((await outcome).error, 'delete')
+      await eventually('no request in flight', () => store.diagnostics().requestsInFlight === 0)
+      const after = await server.inspect(store.prefix + sid)
+      assert.ok(after, 'the stored session was not deleted after the deadline')
+      assert.equal(after.cas, before.cas, 'nor changed in any way')
+      assert.equal(sidOf(await store.get(sid)), sid)
+    })
+
+    it('a save that lost its CAS race: neither the re-read nor a merged write is sent, and the other writer’s session stays as written', async () => {
+      const store = stores.create({ timeout: TIMEOUT_MS })
+      const sid = randomId()
+      await store.set(sid, newSession(store, sid, { a: 0, b: 0 }))
+      const [loser, winner] = [await loadSession(store, sid), await loadSession(store, sid)]
+      assert.ok(loser && winner)
+      winner.b = 1
+      await store.set(sid, winner)
+      const before = await server.inspect(store.prefix + sid)
+      assert.ok(before)
+      loser.a = 1
+      await pastEarlierTimers()
+      const outcome = timed(store.set(sid, loser))
+      assert.equal(store.diagnostics().requestsInFlight, 1, 'the CAS write went out at once, on the open connection')
+      blockEventLoop(BLOCK_MS)
+      assertRefusedFollowUp((await outcome).error, 'get')
+      await eventually('no request in flight', () => store.diagnostics().requestsInFlight === 0)
+      const after = await server.inspect(store.prefix + sid)
+      assert.ok(after)
+      assert.equal(after.cas, before.cas, 'nothing was written after the deadline')
+      const stored = JSON.parse(after.value.toString()) as { a: number; b: number }
+      assert.deepEqual({ a: stored.a, b: stored.b }, { a: 0, b: 1 }, 'the other writer’s change stays; the late save’s is not there')
+    })
   })
 
   it('refused and backed-off requests report sent: false and say so', async () => {

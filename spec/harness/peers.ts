@@ -1,7 +1,8 @@
 // Small real TCP peers that misbehave on purpose, each on a free loopback port: a proxy that cuts
-// replies short, a proxy that hands back get replies in the wrong order, and a fake memcached whose
-// key dump trickles and never ends. Every socket has an error handler: a client or server that
-// vanishes mid-stream only ends that connection.
+// replies short, a proxy that hands back get replies in the wrong order, a proxy that asks memcached
+// for another key than its client did, a proxy whose key dump says other expiries than memcached's,
+// and a fake memcached whose key dump trickles and never ends. Every socket has an error handler: a
+// client or server that vanishes mid-stream only ends that connection.
 import net from 'node:net'
 import { freePort } from './memcached.ts'
 
@@ -364,6 +365,123 @@ export async function swappingImpostor(
     },
     get swaps() {
       return swaps
+    },
+    close: () => listener.close(),
+  }
+}
+
+export interface KeyRewritingProxy {
+  address: string
+  /** Client chunks in which `from` was replaced so far. */
+  readonly rewrites: number
+  close(): Promise<void>
+}
+
+/**
+ * A TCP proxy in front of a real memcached that asks for another key than its client did: every
+ * occurrence of `from` in a client's bytes becomes `to` before it is forwarded. The two must have
+ * the same length in bytes, so that a binary header's lengths stay right. memcached then answers
+ * honestly, for `to`: a get of `from` comes back with `to`'s value and, where the key is echoed
+ * (binary GETK/GATK, meta `k`), with `to`. Replies pass untouched. Keys are matched within each chunk
+ * received: a client that writes each small request whole is rewritten every time; a key split
+ * across two chunks would pass unchanged (and not be counted).
+ */
+export async function keyRewritingProxy(target: string, from: string, to: string): Promise<KeyRewritingProxy> {
+  const needle = Buffer.from(from)
+  const replacement = Buffer.from(to)
+  if (needle.length !== replacement.length || needle.length === 0) {
+    throw new Error(`keyRewritingProxy needs two non-empty keys of the same length in bytes, got ${JSON.stringify([from, to])}`)
+  }
+  let rewrites = 0
+  const listener = await listen((client) => {
+    const upstream = connectUpstream(client, target)
+    client.on('data', (chunk: Buffer) => {
+      let at = chunk.indexOf(needle)
+      if (at >= 0) {
+        chunk = Buffer.from(chunk)
+        for (; at >= 0; at = chunk.indexOf(needle, at + needle.length)) replacement.copy(chunk, at)
+        rewrites++
+      }
+      relay(client, upstream, chunk)
+    })
+    upstream.on('data', (chunk: Buffer) => relay(upstream, client, chunk))
+  })
+  return {
+    address: `127.0.0.1:${listener.port}`,
+    get rewrites() {
+      return rewrites
+    },
+    close: () => listener.close(),
+  }
+}
+
+export interface DumpRewritingProxy {
+  address: string
+  /** `lru_crawler metadump` requests forwarded so far. */
+  readonly dumps: number
+  /** Dump lines that `rewrite` changed so far. */
+  readonly rewritten: number
+  /** How many client chunks on connections that were not dumping contained `text`: the requests that named a key. */
+  requestsMentioning(text: string): number
+  close(): Promise<void>
+}
+
+/**
+ * A TCP proxy in front of a real memcached that forwards everything, except that on a connection
+ * whose client asked for `lru_crawler metadump`, every line of the dump (a `key=... exp=...` line,
+ * without its "\n") goes through `rewrite` before it reaches the client: the dump can then say what
+ * memcached would not, such as an expiry in the past for a key memcached still serves. The dump is
+ * reframed by lines, so a line split across chunks is rewritten whole; END and any other reply pass
+ * as they are. The other connections pass untouched, and their client chunks are kept so that a test
+ * can tell which keys were asked for.
+ */
+export async function dumpRewritingProxy(target: string, rewrite: (line: string) => string): Promise<DumpRewritingProxy> {
+  let dumps = 0
+  let rewritten = 0
+  const requests: Buffer[] = []
+  const listener = await listen((client) => {
+    const upstream = connectUpstream(client, target)
+    let dumping = false
+    // The start of a dump line whose "\n" has not arrived yet.
+    let partial = ''
+    client.on('data', (chunk: Buffer) => {
+      if (!dumping && chunk.includes('lru_crawler metadump')) {
+        dumping = true
+        dumps++
+      }
+      if (!dumping) requests.push(Buffer.from(chunk))
+      relay(client, upstream, chunk)
+    })
+    upstream.on('data', (chunk: Buffer) => {
+      if (!dumping) return relay(upstream, client, chunk)
+      // Dump lines are ASCII (memcached URL-encodes keys): latin1 keeps every byte as it is.
+      const text = partial + chunk.toString('latin1')
+      const complete = text.lastIndexOf('\n') + 1
+      partial = text.slice(complete)
+      if (complete === 0) return
+      const lines = text
+        .slice(0, complete - 1)
+        .split('\n')
+        .map((line) => {
+          if (!line.startsWith('key=')) return line
+          const changed = rewrite(line)
+          if (changed !== line) rewritten++
+          return changed
+        })
+      relay(upstream, client, Buffer.from(`${lines.join('\n')}\n`, 'latin1'))
+    })
+  })
+  return {
+    address: `127.0.0.1:${listener.port}`,
+    get dumps() {
+      return dumps
+    },
+    get rewritten() {
+      return rewritten
+    },
+    requestsMentioning(text) {
+      const needle = Buffer.from(text)
+      return requests.filter((chunk) => chunk.includes(needle)).length
     },
     close: () => listener.close(),
   }

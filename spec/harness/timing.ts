@@ -48,3 +48,14 @@ export async function eventually(what: string, check: () => boolean | Promise<bo
     await sleep(10)
   }
 }
+
+/**
+ * Blocks the event loop for `ms` with a busy loop, as a CPU-bound request or a long GC pause would:
+ * no timer, I/O callback or promise reaction runs meanwhile, and replies pile up in the socket.
+ */
+export function blockEventLoop(ms: number): void {
+  const until = performance.now() + ms
+  while (performance.now() < until) {
+    // the event loop is busy elsewhere
+  }
+}
