@@ -188,9 +188,11 @@ const BINARY_KEY_AT = 21
 const STORE_BINARY_KEY = `ms ${Buffer.from('sess:bin').toString('base64')} 2 b T60\r\nhi\r\n`
 
 /**
- * Replies a plain memcached does not give these requests: memcached -Y answering a connection that
- * did not authenticate (captured), a TTL the store does not ask for (captured from `mg ... v t c k`),
- * and memcached's other SERVER_ERROR lines (proto_parser.c); CASes as long as 64 bits go.
+ * Replies a plain memcached does not give these requests. Captured: memcached -Y answering a
+ * connection that did not authenticate; a TTL the store does not ask for (`mg sess:b v t c k O24`).
+ * Written here in memcached's format: its other SERVER_ERROR lines (proto_parser.c), flags in
+ * another order than asked (the protocol allows it), CASes as long as 64 bits go, the largest
+ * opaque the store writes, a key in UTF-8.
  */
 const OTHERS: readonly Exchange[] = [
   {
