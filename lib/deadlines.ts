@@ -13,13 +13,8 @@ export interface Deadlined<T> {
 /**
  * Deadlines of operations in flight. Every operation gets the same timeout, so deadlines expire in
  * the order operations began: a list in that order, and one timer for the oldest, are enough,
- * however many are in flight.
- *
- * The list runs through the items themselves rather than a Map. A long-lived Map's table lives in
- * the old generation, and V8 leaves each table it replaces on a rehash still holding the items it
- * had. Every operation in flight at a rehash then stayed reachable, with its whole request, until
- * the next full collection: young-generation collections promoted it instead of freeing it (see
- * bench/README.md, "What bounds the targets").
+ * however many are in flight. The list runs through the items themselves: a long-lived Map would
+ * keep finished operations reachable after its rehashes (docs/internals.md).
  */
 export class Deadlines<T extends Deadlined<T>> {
   readonly #timeoutMs: number

@@ -15,10 +15,9 @@ export interface Origin {
 const DESCRIPTOR: PropertyDescriptor = { value: undefined, writable: true, configurable: true, enumerable: false }
 
 /**
- * Origins travel with the session object as a hidden property rather than in a WeakMap: a young
- * session keyed in a long-lived WeakMap survived minor collections and was promoted to the old
- * generation. The symbol is per store and the property not enumerable: JSON, spreads,
- * Object.assign and express-session's copies all skip it.
+ * Origins travel with the session object as a hidden property rather than in a WeakMap (which
+ * keeps young sessions alive longer, docs/internals.md). The symbol is per store and the property
+ * not enumerable: JSON, spreads, Object.assign and express-session's copies all skip it.
  */
 export class Origins {
   readonly #symbol = Symbol('express-session-memcache origin')

@@ -3,8 +3,7 @@ import type { Socket } from 'node:net'
 /**
  * Corks a socket until the end of this event-loop iteration (setImmediate), so that the requests
  * made while handling one batch of responses leave in one write (one writev) instead of one
- * syscall each. memjs writes each request with its own `socket.write`; under load that was most of
- * a request's cost. setImmediate runs right after the current I/O phase (and keeps the event loop
+ * syscall each. setImmediate runs right after the current I/O phase (and keeps the event loop
  * from blocking in poll meanwhile), so a request waits microseconds at most.
  */
 export class WriteBatcher {
