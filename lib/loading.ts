@@ -6,7 +6,7 @@ import { debug } from './observability.js'
 import type { Origins } from './origins.js'
 import { isPlaceholder } from './reservations.js'
 import type { OperationContext } from './runner.js'
-import { cookieExpiry, memcachedExpiry, outlasts, renewedLifetimeSeconds, type TtlOption } from './ttl.js'
+import { cookieExpiry, memcachedExpiry, originalMaxAge, outlasts, renewedLifetimeSeconds, type TtlOption } from './ttl.js'
 
 /**
  * memcached keeps an item up to about two seconds past the cookie's expiry (its clock ticks in whole
@@ -125,7 +125,8 @@ export class SessionLoader {
         extendedUntil = Date.now() + lifetime * 1000
       }
     }
-    origins.remember(decoded.sess, { key: op.key, cas: item.cas, text: decoded.text, storedExpiry, extendedUntil })
+    const storedMaxAge = originalMaxAge(decoded.sess)
+    origins.remember(decoded.sess, { key: op.key, cas: item.cas, text: decoded.text, storedExpiry, storedMaxAge, extendedUntil })
     return { sess: decoded.sess, followUp }
   }
 }

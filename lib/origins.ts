@@ -8,6 +8,8 @@ export interface Origin {
   text: string
   /** When the stored cookie expires (ms since the epoch); undefined for a cookie without expiry. */
   storedExpiry: number | undefined
+  /** The stored cookie's `originalMaxAge` (ms), null without one: the lifetime each touch renews. */
+  storedMaxAge: number | null
   /** Until when a get-and-touch already extended memcached's expiry (ms since the epoch); 0 when it did not. */
   extendedUntil: number
 }

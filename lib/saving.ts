@@ -8,7 +8,7 @@ import { mergeSessions } from './merge.js'
 import { type Counters, debug, type WriteKind } from './observability.js'
 import type { Origin, Origins } from './origins.js'
 import type { OperationContext } from './runner.js'
-import { type Lifetime, memcachedExpiry } from './ttl.js'
+import { type Lifetime, memcachedExpiry, originalMaxAge } from './ttl.js'
 
 /** A save that keeps losing CAS races gives up after this many merges rather than retry forever. */
 const MAX_MERGES = 5
@@ -21,6 +21,8 @@ export interface Encoded {
   expiry: number
   /** When the session's cookie expires (ms since the epoch), undefined without expiry. */
   cookieExpiry: number | undefined
+  /** The cookie's `originalMaxAge` (ms), null without one. */
+  cookieMaxAge: number | null
 }
 
 /**
@@ -47,7 +49,7 @@ export class SessionWriter {
   /** The session as it will be written. Throws ESERIALIZE or ETOOLARGE (nothing sent). */
   encode(sess: SessionData, op: OperationContext, lifetime: Lifetime): Encoded {
     const { value, text } = this.#codec.encode(sess, op.key, op)
-    return { value, text, expiry: memcachedExpiry(lifetime.seconds), cookieExpiry: lifetime.expiresAt }
+    return { value, text, expiry: memcachedExpiry(lifetime.seconds), cookieExpiry: lifetime.expiresAt, cookieMaxAge: originalMaxAge(sess) }
   }
 
   /**
@@ -66,6 +68,7 @@ export class SessionWriter {
         cas: added.cas,
         text: encoded.text,
         storedExpiry: encoded.cookieExpiry,
+        storedMaxAge: encoded.cookieMaxAge,
         extendedUntil: 0,
       })
       return 'added'
@@ -157,5 +160,6 @@ export class SessionWriter {
     origin.cas = keepCas ? cas : undefined
     origin.text = encoded.text
     origin.storedExpiry = encoded.cookieExpiry
+    origin.storedMaxAge = encoded.cookieMaxAge
   }
 }

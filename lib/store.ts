@@ -9,13 +9,13 @@ import { BurstLog } from './log.js'
 import { createClient, type Item, type MemcachedClient, type MemcachedError, type ServerState } from './memcached/index.js'
 import { Counters, debug, type StoreCounters, type WriteKind } from './observability.js'
 import { clientHints, type MemcacheStoreOptions, type ResolvedOptions, resolveOptions } from './options.js'
-import { Origins } from './origins.js'
+import { type Origin, Origins } from './origins.js'
 import { checkReady } from './readiness.js'
 import { RecentTouches } from './recent-touches.js'
 import { RESERVATION_TTL_SECONDS } from './reservations.js'
 import { type Callback, OperationRunner } from './runner.js'
 import { SessionWriter } from './saving.js'
-import { type Lifetime, lifetimeOf, memcachedExpiry } from './ttl.js'
+import { type Lifetime, lifetimeOf, memcachedExpiry, originalMaxAge } from './ttl.js'
 
 /** An express-session store that keeps sessions in memcached. */
 export class MemcacheStore extends session.Store {
@@ -179,7 +179,7 @@ export class MemcacheStore extends session.Store {
         if (lifetime.seconds < 0) return
         this.#loader.noteLifetime(sess, lifetime.seconds)
         const origin = this.#origins.of(sess)
-        if (origin?.key === op.key && storedCookieIsStale(origin.storedExpiry, lifetime.seconds)) {
+        if (origin?.key === op.key && storedCookieIsOutdated(origin, sess, lifetime.seconds)) {
           await this.#writer.saveLoaded(op, origin, this.#writer.encode(sess, op, lifetime))
           return
         }
@@ -193,7 +193,7 @@ export class MemcacheStore extends session.Store {
   #readCovers(sid: string, sess: SessionData, seconds: number): boolean {
     const origin = this.#origins.of(sess)
     if (origin === undefined || origin.extendedUntil === 0 || origin.key !== this.prefix + sid) return false
-    if (seconds < 0 || storedCookieIsStale(origin.storedExpiry, seconds)) return false
+    if (seconds < 0 || storedCookieIsOutdated(origin, sess, seconds)) return false
     if (Math.abs(Date.now() + seconds * 1000 - origin.extendedUntil) >= 1000) return false
     this.#loader.noteLifetime(sess, seconds)
     return true
@@ -344,11 +344,15 @@ export interface StoreDiagnostics extends StoreCounters {
 }
 
 /**
- * A stored cookie with less than half its lifetime left: a touch rewrites it rather than only
- * moving memcached's expiry, or a session read in time would soon look expired by it.
+ * A stored cookie a touch must rewrite rather than only move memcached's expiry: one with less than
+ * half its lifetime left (a session read in time would soon look expired by it), or one whose
+ * lifetime the request changed ("remember me" set on `req.session.cookie.maxAge` alone, which
+ * express-session saves with a touch: without the rewrite the next request would renew the old one).
  */
-function storedCookieIsStale(storedExpiry: number | undefined, seconds: number): boolean {
-  return storedExpiry !== undefined && seconds > 0 && storedExpiry - Date.now() < (seconds * 1000) / 2
+function storedCookieIsOutdated(origin: Origin, sess: SessionData, seconds: number): boolean {
+  const { storedExpiry } = origin
+  if (storedExpiry !== undefined && seconds > 0 && storedExpiry - Date.now() < (seconds * 1000) / 2) return true
+  return origin.storedMaxAge !== originalMaxAge(sess)
 }
 
 /** A Session object built by express-session for this ID (a new one unless the store loaded it). */

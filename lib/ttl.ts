@@ -86,6 +86,12 @@ export function renewedLifetimeSeconds(sess: SessionData, ttl: TtlOption, now = 
   return lifetimeUntil(cookieExpiry(sess), ttl, now)
 }
 
+/** The cookie's `originalMaxAge` (ms), the lifetime express-session renews it with; null without one. */
+export function originalMaxAge(sess: unknown): number | null {
+  const value = (sess as { cookie?: { originalMaxAge?: unknown } } | null | undefined)?.cookie?.originalMaxAge
+  return typeof value === 'number' && Number.isFinite(value) ? value : null
+}
+
 /** Whether lifetime `a` (seconds, 0 for none) keeps a session at least as long as `b`. */
 export function outlasts(a: number, b: number): boolean {
   return a === 0 || (b !== 0 && a >= b)
