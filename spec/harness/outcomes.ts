@@ -182,3 +182,32 @@ export async function roundTrip(store: MemcacheStore, server: MemcachedServer, u
   assert.equal(await store.get(sid), null)
   assert.equal(await server.inspect(store.prefix + sid), undefined)
 }
+
+/** Runs `operation` and returns how long it took to settle and how. */
+export async function timed<T>(operation: Promise<T>): Promise<{ ms: number; value?: T; error?: unknown }> {
+  const started = performance.now()
+  try {
+    const value = await operation
+    return { ms: performance.now() - started, value }
+  } catch (error) {
+    return { ms: performance.now() - started, error }
+  }
+}
+
+export function storeError(error: unknown): MemcacheStoreError {
+  assert.ok(error instanceof MemcacheStoreError, `a MemcacheStoreError, not ${String(error)}`)
+  return error
+}
+
+/** Retries `operation` while the server is in its back-off (ESERVERDOWN: not sent), for at most 3 s. */
+export async function untilSent<T>(operation: () => Promise<T>): Promise<T> {
+  const started = performance.now()
+  for (;;) {
+    try {
+      return await operation()
+    } catch (err) {
+      if (!(err instanceof MemcacheStoreError) || err.code !== 'ESERVERDOWN' || performance.now() - started > 3000) throw err
+      await sleep(20)
+    }
+  }
+}

@@ -577,3 +577,39 @@ export async function tricklingServer(options: TricklingServerOptions = {}): Pro
     },
   }
 }
+
+/**
+ * A meta-protocol server that answers `mg` well-framed but with a CAS (`c`) or TTL (`t`) that is not
+ * a number, for the keys ending in bad-cas and bad-ttl; any other key is a miss.
+ */
+export async function malformedMetaPeer(): Promise<{ address: string; close(): Promise<void> }> {
+  const port = await freePort()
+  const sockets = new Set<net.Socket>()
+  const peer = net.createServer((socket) => {
+    sockets.add(socket)
+    socket.on('close', () => sockets.delete(socket))
+    socket.on('error', () => socket.destroy())
+    let input = ''
+    socket.on('data', (chunk: Buffer) => {
+      input += chunk.toString('latin1')
+      for (let end = input.indexOf('\r\n'); end >= 0; end = input.indexOf('\r\n')) {
+        const [command, key, ...flags] = input.slice(0, end).split(' ')
+        input = input.slice(end + 2)
+        const opaque = flags.find((flag) => flag.startsWith('O')) ?? ''
+        if (command !== 'mg') socket.write('ERROR\r\n')
+        else if (key.endsWith('bad-cas')) socket.write(`VA 2 cnot-a-cas t-1 k${key} ${opaque}\r\nhi\r\n`)
+        else if (key.endsWith('bad-ttl')) socket.write(`VA 2 c1 tsoon k${key} ${opaque}\r\nhi\r\n`)
+        else socket.write(`EN k${key} ${opaque}\r\n`)
+      }
+    })
+  })
+  await new Promise<void>((resolve) => peer.listen(port, '127.0.0.1', resolve))
+  return {
+    address: `127.0.0.1:${port}`,
+    close: () =>
+      new Promise((resolve) => {
+        for (const socket of sockets) socket.destroy()
+        peer.close(() => resolve())
+      }),
+  }
+}

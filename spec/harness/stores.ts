@@ -109,3 +109,25 @@ export const base64JsonSerializer = {
   stringify: (sess: unknown) => Buffer.from(JSON.stringify(sess)).toString('base64'),
   parse: (text: string) => JSON.parse(Buffer.from(text, 'base64').toString()),
 }
+
+/** The session each test stores: its own ID inside, so a value handed to the wrong caller shows. */
+export function ownSession(sid: string, fields: Record<string, unknown> = {}) {
+  return plainSession({ sid, ...fields })
+}
+
+export function sidOf(sess: unknown): unknown {
+  return (sess as { sid?: unknown } | null)?.sid
+}
+
+/** A JSON serializer that records the `marker` of every session it serializes: whether a save's work ran. */
+export function markerSpy() {
+  const stringified: unknown[] = []
+  const serializer = {
+    parse: JSON.parse,
+    stringify: (sess: SessionData) => {
+      stringified.push((sess as { marker?: unknown }).marker)
+      return JSON.stringify(sess)
+    },
+  }
+  return { serializer, stringified }
+}
