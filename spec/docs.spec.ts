@@ -1,7 +1,8 @@
 // The README's tables derive from the code's single sources: every error code (ERROR_CODES) and
-// every option (KNOWN_OPTIONS) appears in them, and nothing else does.
+// every option (KNOWN_OPTIONS) appears in them, and nothing else does. spec/README.md names every
+// spec file, and only those.
 import assert from 'node:assert/strict'
-import { readFileSync } from 'node:fs'
+import { readdirSync, readFileSync } from 'node:fs'
 import { describe, it } from 'node:test'
 import { ERROR_CODES } from '../lib/index.ts'
 import { OPTION_NAMES } from '../lib/options.ts'
@@ -40,5 +41,16 @@ describe('the README', () => {
     assert.ok(lines.length <= 250, `${lines.length} lines`)
     const runItLocally = lines.indexOf('## Run it locally')
     assert.ok(runItLocally >= 0 && runItLocally < 120, `"Run it locally" at line ${runItLocally + 1}`)
+  })
+})
+
+describe('spec/README.md', () => {
+  it('names every spec file, and no other', () => {
+    const index = readFileSync(new URL('./README.md', import.meta.url), 'utf8')
+    const listed = [...new Set([...index.matchAll(/`([\w-]+\.spec\.ts)`/g)].map((match) => match[1]))].sort()
+    const files = readdirSync(new URL('.', import.meta.url))
+      .filter((name) => name.endsWith('.spec.ts'))
+      .sort()
+    assert.deepEqual(listed, files)
   })
 })
