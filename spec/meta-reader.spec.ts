@@ -26,6 +26,7 @@ import {
   readChunks,
   reply,
   roundTrips,
+  skipped,
 } from './harness/wire-replies.ts'
 
 /** The item size limit a store with the default maxItemSize gives its reader (1 MiB, memcached's default -I). */
@@ -828,6 +829,157 @@ describe('meta replies that cannot be trusted: one violation, no reply, nothing 
       )
       assert.equal(events.length, 4, `${label}: ${events.length} events`)
       assert.ok('violation' in events[3] && REASON.opaque.test(events[3].violation), label)
+    }
+  })
+})
+
+describe("meta: a read's value over maxItemSize is skipped unread, its CRLF checked, answered tooLarge, and the connection reads on", () => {
+  const LIMIT = 64
+  const small = metaProtocol(LIMIT)
+  /** One byte over the limit, and full of what a reader must not take for replies. */
+  const OVER = '\r\nHD O17\r\nVA 5 c1 ksess:a O13\r\nEN\r\nMN\r\n'.padEnd(LIMIT + 1, 'x')
+  const line = (length: number, flags = 'c1 ksess:a O13') => `VA ${length} ${flags}\r\n`
+  const overHit = `${line(LIMIT + 1)}${OVER}\r\n`
+
+  it('a get hit one byte over maxItemSize, then a delete reply: tooLarge naming both sizes (no value, no CAS), then HD; whole, at every cut, byte by byte', () => {
+    assert.equal(OVER.length, LIMIT + 1)
+    assertReadsAs(small, [GET, DELETE], text(`${overHit}HD O17\r\n`), [skipped(LIMIT + 1, LIMIT), reply('ok')])
+  })
+
+  it('a gat hit likewise, its flags in any order (t, f, s, W); a value exactly at maxItemSize is still read whole', () => {
+    const flags = 't59 f0 W ksess:a O13 c9 s65'
+    assertReadsAs(small, [GAT, DELETE], text(`${line(LIMIT + 1, flags)}${OVER}\r\nHD O17\r\n`), [skipped(LIMIT + 1, LIMIT), reply('ok')])
+    const atLimit = OVER.slice(0, LIMIT)
+    assertReadsAs(small, [GAT, DELETE], text(`${line(LIMIT)}${atLimit}\r\nHD O17\r\n`), [
+      reply('ok', { value: atLimit, cas: 1n }),
+      reply('ok'),
+    ])
+  })
+
+  it('skipped values back to back and between hits, misses, a binary key and writes, pipelined: every reply in order, however cut', () => {
+    const awaited: Awaited[] = [
+      { command: 'get', key: 'sess:1', opaque: 1 },
+      { command: 'gat', key: 'sess:2', opaque: 2 },
+      { command: 'get', key: 'sess:3', opaque: 3 },
+      { command: 'get', key: 'sess:bin', opaque: 4 },
+      { command: 'get', key: 'sess:5', opaque: 5 },
+      { command: 'set', key: 'sess:5', opaque: 6 },
+      { command: 'noop', key: '', opaque: 7 },
+      { command: 'get', key: 'sess:8', opaque: 8 },
+    ]
+    const big = 'b'.repeat(200)
+    const stream = text(
+      [
+        `${line(LIMIT + 1, 'c1 ksess:1 O1')}${OVER}\r\n`,
+        `${line(200, 'ksess:2 O2 c2')}${big}\r\n`,
+        'EN ksess:3 O3\r\n',
+        `${line(LIMIT + 1, 'c4 kc2VzczpiaW4= b O4')}${OVER}\r\n`,
+        `${line(2, 'c5 ksess:5 O5')}v5\r\n`,
+        'HD c6 O6\r\n',
+        'MN\r\n',
+        'EN\r\n',
+      ].join(''),
+    )
+    assertReadsAs(small, awaited, stream, [
+      skipped(LIMIT + 1, LIMIT),
+      skipped(200, LIMIT),
+      reply('miss'),
+      skipped(LIMIT + 1, LIMIT),
+      reply('ok', { value: 'v5', cas: 5n }),
+      reply('ok', { cas: 6n }),
+      reply('ok'),
+      reply('miss'),
+    ])
+  })
+
+  it('a skipped hit and the reply after it, split over three chunks at every pair of offsets', () => {
+    const bytes = text(`${overHit}HD O17\r\n`)
+    for (let a = 0; a <= bytes.length; a++) {
+      for (let b = a; b <= bytes.length; b++) {
+        const chunks = [bytes.subarray(0, a), bytes.subarray(a, b), bytes.subarray(b)].map((c) => Buffer.from(c))
+        assert.deepEqual(
+          readChunks(small, [GET, DELETE], chunks),
+          [{ reply: skipped(LIMIT + 1, LIMIT) }, { reply: reply('ok') }],
+          `cut at ${a} and ${b}`,
+        )
+      }
+    }
+  })
+
+  it('a value of 1 MiB + 1 byte under the default maxItemSize, skipped across 64 KiB chunks: the next reply read in the last chunk or in a later one', () => {
+    const big = Buffer.alloc(MAX_ITEM_SIZE + 1, 'x')
+    big.write('\r\nHD O4\r\n', 1000)
+    const head = text(`VA ${big.length} c5 ksess:big O3\r\n`)
+    const reply1 = Buffer.concat([head, big, text('\r\n')])
+    const stream = Buffer.concat([reply1, text('MN\r\n')])
+    const awaited: Awaited[] = [
+      { command: 'gat', key: 'sess:big', opaque: 3 },
+      { command: 'noop', key: '', opaque: 4 },
+    ]
+    const expected = [{ reply: skipped(MAX_ITEM_SIZE + 1, MAX_ITEM_SIZE) }, { reply: reply('ok') }]
+    const every = (data: Buffer, size: number) => {
+      const chunks: Buffer[] = []
+      for (let at = 0; at < data.length; at += size) chunks.push(data.subarray(at, at + size))
+      return chunks
+    }
+    assert.notEqual(reply1.length % 65536, 0)
+    assert.deepEqual(readChunks(meta, awaited, every(stream, 65536)), expected, '64 KiB chunks, MN in the last one')
+    assert.deepEqual(readChunks(meta, awaited, [...every(reply1, 65536), text('MN\r\n')]), expected, 'MN in a chunk of its own')
+    assert.deepEqual(readChunks(meta, awaited, [...every(reply1, 65536), ...byteByByte(text('MN\r\n'))]), expected, 'MN byte by byte')
+    assert.deepEqual(readChunks(meta, awaited, every(stream, 999)), expected, '999-byte chunks')
+    assert.deepEqual(readChunks(meta, awaited, [stream]), expected, 'whole')
+    const end = reply1.length
+    for (const at of [1, head.length - 1, head.length, head.length + 1, end - 2, end - 1, end, end + 1]) {
+      assert.deepEqual(readChunks(meta, awaited, cutAt(stream, at)), expected, `cut at ${at}`)
+    }
+    // Nothing is delivered before the CRLF after the value has passed; then the tooLarge at once.
+    const reader = openReader(meta, awaited)
+    reader.read(reply1.subarray(0, end - 1))
+    assert.deepEqual(reader.events, [])
+    reader.read(reply1.subarray(end - 1))
+    assert.deepEqual(reader.events, [expected[0]])
+  })
+
+  it('a skipped value not followed by CRLF where its announced length ends is a violation, wherever the bytes are cut', () => {
+    for (const tail of ['XY', '\n\r', '\r\r', '\rX', '\n\n', '  ', 'X\r\n']) {
+      assertViolation(small, [GET, DELETE], text(`${line(LIMIT + 1)}${OVER}${tail}HD O17\r\n`), REASON.noCrlf)
+      assertViolation(small, [GET], text(`${line(LIMIT + 1)}${OVER}${tail}`), REASON.noCrlf, NEXT)
+    }
+    // One byte more announced than sent: the skip takes the CR, and LF + "H" is no CRLF.
+    assertViolation(small, [GET, DELETE], text(`${line(LIMIT + 2)}${OVER}\r\nHD O17\r\n`), REASON.noCrlf)
+    // One byte more sent than announced.
+    assertViolation(small, [GET, DELETE], text(`${line(LIMIT + 1)}${OVER}x\r\nHD O17\r\n`), REASON.noCrlf)
+    // Across 64 KiB chunks under the default limit, the CRLF wrong in the last chunk.
+    const big = Buffer.concat([text(`VA ${MAX_ITEM_SIZE + 1} c5 ksess:a O13\r\n`), Buffer.alloc(MAX_ITEM_SIZE + 1, 'x'), text('\n\r')])
+    const chunks: Buffer[] = []
+    for (let at = 0; at < big.length; at += 65536) chunks.push(big.subarray(at, at + 65536))
+    const events = readChunks(meta, [GET], chunks)
+    assert.equal(events.length, 1)
+    assert.ok('violation' in events[0] && REASON.noCrlf.test(events[0].violation))
+  })
+
+  it('the O, the k and the flags are checked before a value is skipped: from the line alone', () => {
+    const cases: Array<[string, RegExp]> = [
+      ['c1 ksess:b O13', REASON.anotherKey],
+      ['c1 O13', REASON.anotherKey],
+      ['c1 ksess:a O14', REASON.opaque],
+      ['c1 ksess:a', REASON.opaque],
+      ['c1 v ksess:a O13', REASON.token],
+      ['c1 ksess:a ksess:a O13', REASON.token],
+      ['cx ksess:a O13', REASON.cas],
+    ]
+    for (const [flags, reason] of cases) {
+      assertViolation(small, [GET], text(`${line(LIMIT + 1, flags)}${OVER}\r\n`), reason, NEXT)
+      assertViolation(small, [GET], text(line(LIMIT + 1, flags)), reason, NEXT)
+    }
+  })
+
+  it('after a skipped value the reader is clean: a reply out of order right after it is still a violation, and nothing after it is read', () => {
+    for (const { label, chunks } of chunkings(text(`${overHit}HD O99\r\nHD O17\r\n`))) {
+      const events = readChunks(small, [GET, DELETE, NEXT.awaited], chunks)
+      assert.equal(events.length, 2, label)
+      assert.deepEqual(events[0], { reply: skipped(LIMIT + 1, LIMIT) }, label)
+      assert.ok('violation' in events[1] && REASON.opaque.test(events[1].violation), label)
     }
   })
 })
