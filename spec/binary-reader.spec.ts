@@ -1,19 +1,21 @@
 // The binary protocol's framing, byte by byte and without a server: every reply memcached 1.6 sends
 // to the store's requests (the frames below are what a fresh memcached 1.6.18 sent, checked again by
 // the one test at the end that starts one) is read as the same reply however the stream is cut into
-// chunks, alone or pipelined; every frame that cannot be trusted (wrong magic, opcode, opaque or
-// echoed key, no request waiting, a length over the limit or shorter than its key and extras,
-// garbage) is one violation and no reply, after which the reader reads nothing more; a reader is
-// never left half-way through a frame; and `encode` writes exactly the header, extras, key and value
-// memcached expects.
+// chunks, alone or pipelined; a read's value longer than maxItemSize is skipped unread and answered
+// as tooLarge, and the reply after it is read as usual; every frame that cannot be trusted (wrong
+// magic, opcode, opaque, data type or echoed key, a shape its status does not allow, no request
+// waiting, a length no memcached item can hold or shorter than its key and extras, garbage) is one
+// violation and no reply, after which the reader reads nothing more; a reader is never left half-way
+// through a frame; and `encode` writes exactly the header, extras, key and value memcached expects.
 import assert from 'node:assert/strict'
 import { describe, it } from 'node:test'
 import { binaryProtocol } from '../lib/memcached/binary.ts'
-import { type Command, type Reply, replyLimit } from '../lib/memcached/wire.ts'
+import { type Command, MAX_VALUE_BYTES, type Reply } from '../lib/memcached/wire.ts'
 import { binaryResponse, OPCODES, readBinaryFrame, uint32s } from './harness/frames.ts'
 import { MemcachedServer } from './harness/memcached.ts'
 import {
   type Awaited,
+  assertNothingYet,
   assertReadsAs,
   assertViolation,
   byteByByte,
@@ -23,11 +25,12 @@ import {
   readChunks,
   reply,
   roundTrips,
+  skipped,
 } from './harness/wire-replies.ts'
 
-/** The limit a store with the default maxItemSize (1 MB) gives its reader. */
-const LIMIT = replyLimit(1024 * 1024)
-const binary = binaryProtocol(LIMIT)
+/** The item size limit a store with the default maxItemSize gives its reader (1 MiB, memcached's default -I). */
+const MAX_ITEM_SIZE = 1024 * 1024
+const binary = binaryProtocol(MAX_ITEM_SIZE)
 
 const FLAGS = uint32s(0)
 const VALUE = '{"a":1}'
@@ -319,8 +322,10 @@ const REASON = {
   unexpected: /no request waiting/,
   outOfOrder: /out of order/,
   anotherKey: /another key/,
-  tooLong: /more than any item can hold/,
+  tooLong: /more than any memcached item can hold/,
   shortBody: /key and extras exceed/,
+  shape: /\d+ bytes of extras, \d+ of key and \d+ of value/,
+  dataType: /data type/,
 }
 
 const GET: Awaited = { command: 'get', key: 'sess:a', opaque: 13 }
@@ -455,26 +460,29 @@ describe('binary replies that cannot be trusted: one violation, no reply, nothin
     assertViolation(binary, [GET], frame, REASON.anotherKey, NEXT)
   })
 
-  it('a total body length over the limit: refused from the header alone, before the body is waited for', () => {
-    const limit = 64
-    const small = binaryProtocol(limit)
-    const over = binaryResponse({
-      opcode: OPCODES.getk,
-      opaque: 13,
-      cas: 1n,
-      extras: FLAGS,
-      key: 'sess:a',
-      value: 'x'.repeat(limit - 10 + 1),
-    })
-    assert.equal(over.readUInt32BE(8), limit + 1)
-    assertViolation(small, [GET], over, REASON.tooLong, NEXT)
-    assertViolation(small, [GET], over.subarray(0, 24), REASON.tooLong, NEXT)
-    // The default limit: a header announcing 2 GB, with no body to follow.
-    assertViolation(binary, [GET], withBodyLength(GET_HIT, 0x80000000).subarray(0, 24), REASON.tooLong, NEXT)
-    assertViolation(binary, [GET], withBodyLength(GET_HIT, LIMIT + 1).subarray(0, 24), REASON.tooLong, NEXT)
-    // An error reply over the limit too: the limit is not only for values.
-    const error = binaryResponse({ opcode: OPCODES.set, status: 0x0082, opaque: 8, value: 'x'.repeat(limit + 1) })
-    assertViolation(small, [{ command: 'set', key: 'sess:a', opaque: 8 }], error, REASON.tooLong, NEXT)
+  it('a length no memcached item can hold (a value over 1 GiB): refused from the header alone, whatever maxItemSize', () => {
+    // A GETK or GATK hit: extras 4 + key 6, and one byte more of value than 1 GiB; then 2 GiB and 4 GiB - 1.
+    for (const body of [10 + MAX_VALUE_BYTES + 1, 0x80000000, 0xffffffff]) {
+      for (const protocol of [binary, binaryProtocol(64)]) {
+        assertViolation(protocol, [GET], withBodyLength(GET_HIT, body).subarray(0, 24), REASON.tooLong, NEXT)
+        assertViolation(protocol, [GET], withBodyLength(GET_HIT, body).subarray(0, 34), REASON.tooLong, NEXT)
+        const gatHit = binaryResponse({ opcode: OPCODES.gatk, opaque: 13, cas: 1n, extras: FLAGS, key: 'sess:a' })
+        assertViolation(protocol, [{ ...GET, command: 'gat' }], withBodyLength(gatHit, body), REASON.tooLong, NEXT)
+      }
+    }
+    // Any other reply announcing as much: a set's success, a miss, an error.
+    const set: Awaited = { command: 'set', key: 'sess:a', opaque: 8 }
+    assertViolation(binary, [set], withBodyLength(binaryResponse({ opcode: OPCODES.set, opaque: 8 }), 0x80000000), REASON.tooLong, NEXT)
+    const miss = binaryResponse({ opcode: OPCODES.getk, status: 0x0001, opaque: 13, key: 'sess:a' })
+    assertViolation(binary, [GET], withBodyLength(miss, 0xffffffff), REASON.tooLong, NEXT)
+    const error = binaryResponse({ opcode: OPCODES.set, status: 0x0082, opaque: 8 })
+    assertViolation(binary, [set], withBodyLength(error, MAX_VALUE_BYTES + 1), REASON.tooLong, NEXT)
+  })
+
+  it('a hit announcing exactly 1 GiB of value is not refused: it is being skipped, so nothing is delivered before its bytes pass', () => {
+    const header = withBodyLength(GET_HIT, 10 + MAX_VALUE_BYTES).subarray(0, 34)
+    assertNothingYet(binary, [GET], header)
+    assertNothingYet(binaryProtocol(64), [GET], header)
   })
 
   it('key and extras longer than the whole body', () => {
@@ -512,12 +520,296 @@ describe('binary replies that cannot be trusted: one violation, no reply, nothin
   })
 })
 
+/** A GETK (or GATK) hit with `value`: by default the answer to GET (key sess:a, opaque 13), CAS 1. */
+function hitFrame(
+  value: Buffer | string,
+  { opaque = 13, key = 'sess:a' as string | Buffer, opcode = OPCODES.getk as number, cas = 1n } = {},
+): Buffer {
+  return binaryResponse({ opcode, opaque, cas, extras: FLAGS, key, value })
+}
+
+/** GET_HIT's fields, for variants of it. */
+const HIT_FIELDS = { opcode: OPCODES.getk, opaque: 13, cas: 1n, extras: FLAGS, key: 'sess:a', value: VALUE }
+
+describe("binary: a read's value over maxItemSize is skipped unread, answered tooLarge, and the connection reads on", () => {
+  const LIMIT = 64
+  const small = binaryProtocol(LIMIT)
+  /** One byte over the limit, and full of what a reader must not take for frames: a NOOP reply, CRLF, 0x81. */
+  const OVER = Buffer.concat([binaryResponse({ opcode: OPCODES.noop, opaque: 14 }), Buffer.from('\r\n\x81\x81', 'latin1')])
+  const over = Buffer.concat([OVER, Buffer.alloc(LIMIT + 1 - OVER.length, 0x81)])
+  assert.equal(over.length, LIMIT + 1)
+  const NOOP14: Awaited = { command: 'noop', key: '', opaque: 14 }
+  const noop14 = binaryResponse({ opcode: OPCODES.noop, opaque: 14 })
+
+  it('a GETK hit one byte over maxItemSize, then a NOOP reply: tooLarge naming both sizes (no value, no CAS), then the NOOP; whole, at every cut, byte by byte', () => {
+    assertReadsAs(small, [GET, NOOP14], Buffer.concat([hitFrame(over), noop14]), [skipped(LIMIT + 1, LIMIT), reply('ok')])
+  })
+
+  it('a GATK hit likewise; a value exactly at maxItemSize is still read whole', () => {
+    const gat: Awaited = { command: 'gat', key: 'sess:a', opaque: 13 }
+    assertReadsAs(small, [gat, NOOP14], Buffer.concat([hitFrame(over, { opcode: OPCODES.gatk }), noop14]), [
+      skipped(LIMIT + 1, LIMIT),
+      reply('ok'),
+    ])
+    const atLimit = over.subarray(0, LIMIT)
+    assertReadsAs(small, [gat, NOOP14], Buffer.concat([hitFrame(atLimit, { opcode: OPCODES.gatk }), noop14]), [
+      reply('ok', { value: atLimit, cas: 1n }),
+      reply('ok'),
+    ])
+  })
+
+  it('skipped values back to back and between hits, misses and writes, pipelined: every reply in order, however cut', () => {
+    const big = Buffer.alloc(200, 'b')
+    const awaited: Awaited[] = [
+      { command: 'get', key: 'sess:1', opaque: 1 },
+      { command: 'gat', key: 'sess:2', opaque: 2 },
+      { command: 'get', key: 'sess:3', opaque: 3 },
+      { command: 'get', key: 'sess:4', opaque: 4 },
+      { command: 'set', key: 'sess:4', opaque: 5 },
+      { command: 'get', key: 'sess:5', opaque: 6 },
+    ]
+    const stream = Buffer.concat([
+      hitFrame(over, { key: 'sess:1', opaque: 1 }),
+      hitFrame(big, { key: 'sess:2', opaque: 2, opcode: OPCODES.gatk }),
+      binaryResponse({ opcode: OPCODES.getk, status: 0x0001, opaque: 3, key: 'sess:3' }),
+      hitFrame('v4', { key: 'sess:4', opaque: 4, cas: 4n }),
+      binaryResponse({ opcode: OPCODES.set, opaque: 5, cas: 5n }),
+      hitFrame(over, { key: 'sess:5', opaque: 6 }),
+    ])
+    assertReadsAs(small, awaited, stream, [
+      skipped(LIMIT + 1, LIMIT),
+      skipped(200, LIMIT),
+      reply('miss'),
+      reply('ok', { value: 'v4', cas: 4n }),
+      reply('ok', { cas: 5n }),
+      skipped(LIMIT + 1, LIMIT),
+    ])
+  })
+
+  it('a skipped hit and the reply after it, split over three chunks at every pair of offsets', () => {
+    const bytes = Buffer.concat([hitFrame(over), noop14])
+    for (let a = 0; a <= bytes.length; a++) {
+      for (let b = a; b <= bytes.length; b++) {
+        const chunks = [bytes.subarray(0, a), bytes.subarray(a, b), bytes.subarray(b)].map((c) => Buffer.from(c))
+        assert.deepEqual(
+          readChunks(small, [GET, NOOP14], chunks),
+          [{ reply: skipped(LIMIT + 1, LIMIT) }, { reply: reply('ok') }],
+          `cut at ${a} and ${b}`,
+        )
+      }
+    }
+  })
+
+  it('a value of 1 MiB + 1 byte under the default maxItemSize, skipped across 64 KiB chunks: the next reply read in the last chunk or in a later one', () => {
+    const big = Buffer.alloc(MAX_ITEM_SIZE + 1, 0x81)
+    big.set(noop14, 1000)
+    const frame = hitFrame(big, { opcode: OPCODES.gatk, cas: 5n })
+    const gat: Awaited = { command: 'gat', key: 'sess:a', opaque: 13 }
+    const stream = Buffer.concat([frame, noop14])
+    const expected = [{ reply: skipped(MAX_ITEM_SIZE + 1, MAX_ITEM_SIZE) }, { reply: reply('ok') }]
+    const every = (data: Buffer, size: number) => {
+      const chunks: Buffer[] = []
+      for (let at = 0; at < data.length; at += size) chunks.push(data.subarray(at, at + size))
+      return chunks
+    }
+    // The frame is not a multiple of 64 KiB: its last bytes and the NOOP reply share the last chunk.
+    assert.notEqual(frame.length % 65536, 0)
+    assert.deepEqual(readChunks(binary, [gat, NOOP14], every(stream, 65536)), expected, '64 KiB chunks, the NOOP in the last one')
+    assert.deepEqual(readChunks(binary, [gat, NOOP14], [...every(frame, 65536), noop14]), expected, 'the NOOP in a chunk of its own')
+    assert.deepEqual(readChunks(binary, [gat, NOOP14], [...every(frame, 65536), ...byteByByte(noop14)]), expected, 'the NOOP byte by byte')
+    assert.deepEqual(readChunks(binary, [gat, NOOP14], every(stream, 999)), expected, '999-byte chunks')
+    assert.deepEqual(readChunks(binary, [gat, NOOP14], [stream]), expected, 'whole')
+    for (const at of [1, 24, 34, 35, 24 + 4096, frame.length - 1, frame.length, frame.length + 1]) {
+      assert.deepEqual(readChunks(binary, [gat, NOOP14], cutAt(stream, at)), expected, `cut at ${at}`)
+    }
+    // Nothing is delivered before the last byte of the value has passed; then the tooLarge at once.
+    const reader = openReader(binary, [gat, NOOP14])
+    reader.read(frame.subarray(0, frame.length - 1))
+    assert.deepEqual(reader.events, [])
+    reader.read(frame.subarray(frame.length - 1))
+    assert.deepEqual(reader.events, [expected[0]])
+  })
+
+  it('the opcode, opaque and echoed key are checked before a value is skipped: from the header and key alone', () => {
+    const cases: Array<[Buffer, RegExp]> = [
+      [hitFrame(over, { key: 'sess:b' }), REASON.anotherKey],
+      [hitFrame(over, { key: 'sess:aa' }), REASON.anotherKey],
+      [hitFrame(over, { opaque: 14 }), REASON.outOfOrder],
+      [hitFrame(over, { opcode: OPCODES.gatk }), REASON.outOfOrder],
+    ]
+    for (const [frame, reason] of cases) {
+      assertViolation(small, [GET], frame, reason, NEXT)
+      const keyLength = frame.readUInt16BE(2)
+      assertViolation(small, [GET], frame.subarray(0, 24 + 4 + keyLength), reason, NEXT)
+    }
+  })
+
+  it('only a hit is skipped: a miss or a write carrying more than maxItemSize is a violation', () => {
+    const miss = binaryResponse({ opcode: OPCODES.getk, status: 0x0001, opaque: 13, key: 'sess:a', value: over })
+    assertViolation(small, [GET], miss, REASON.shape, NEXT)
+    const set = binaryResponse({ opcode: OPCODES.set, opaque: 8, cas: 1n, value: over })
+    assertViolation(small, [{ command: 'set', key: 'sess:a', opaque: 8 }], set, REASON.shape, NEXT)
+  })
+
+  it('after a skipped value the reader is clean: a reply out of order right after it is still a violation, and nothing after it is read', () => {
+    const stream = Buffer.concat([hitFrame(over), binaryResponse({ opcode: OPCODES.noop, opaque: 15 }), noop14])
+    for (const { label, chunks } of chunkings(stream)) {
+      const events = readChunks(small, [GET, NOOP14, NEXT.awaited], chunks)
+      assert.equal(events.length, 2, label)
+      assert.deepEqual(events[0], { reply: skipped(LIMIT + 1, LIMIT) }, label)
+      assert.ok('violation' in events[1] && REASON.outOfOrder.test(events[1].violation), label)
+    }
+  })
+})
+
+describe('binary: a reply must have the shape its request and status allow', () => {
+  const SET: Awaited = { command: 'set', key: 'sess:a', opaque: 8 }
+  const TOUCH: Awaited = { command: 'touch', key: 'sess:a', opaque: 15 }
+
+  it('the magic byte is checked on the first byte: a text reply shorter than a header is refused at once', () => {
+    for (const bytes of ['E', 'ERROR\r\n', 'SERVER_ERROR\r\n', '\r\n']) {
+      assertViolation(binary, [GET], Buffer.from(bytes), REASON.magic, NEXT)
+    }
+    // A good reply, then one byte that is not 0x81: the first is read, the byte refused without waiting for 23 more.
+    for (const { label, chunks } of chunkings(Buffer.concat([GET_HIT, Buffer.from('E')]))) {
+      const events = readChunks(binary, [GET, NEXT.awaited], chunks)
+      assert.equal(events.length, 2, label)
+      assert.deepEqual(events[0], { reply: SESSION[12].expect }, label)
+      assert.ok('violation' in events[1] && REASON.magic.test(events[1].violation), label)
+    }
+  })
+
+  it('a data type other than 0 (raw bytes), on a hit, a miss, a write, a no-op, an error', () => {
+    for (const dataType of [1, 0x80, 0xff]) {
+      assertViolation(binary, [GET], binaryResponse({ ...HIT_FIELDS, dataType }), REASON.dataType, NEXT)
+      assertViolation(
+        binary,
+        [GET],
+        binaryResponse({ opcode: OPCODES.getk, status: 0x0001, opaque: 13, key: 'sess:a', dataType }),
+        REASON.dataType,
+        NEXT,
+      )
+      assertViolation(binary, [SET], binaryResponse({ opcode: OPCODES.set, opaque: 8, cas: 1n, dataType }), REASON.dataType, NEXT)
+      assertViolation(binary, [NEXT.awaited], binaryResponse({ opcode: OPCODES.noop, opaque: 99, dataType }), REASON.dataType)
+      assertViolation(
+        binary,
+        [SET],
+        binaryResponse({ opcode: OPCODES.set, status: 0x0082, opaque: 8, value: 'Out of memory', dataType }),
+        REASON.dataType,
+        NEXT,
+      )
+    }
+  })
+
+  it("a read's hit without exactly 4 bytes of extras (none, 8)", () => {
+    for (const command of ['get', 'gat'] as const) {
+      const opcode = command === 'get' ? OPCODES.getk : OPCODES.gatk
+      for (const extras of [Buffer.alloc(0), uint32s(0, 0), Buffer.alloc(1)]) {
+        const frame = binaryResponse({ opcode, opaque: 13, cas: 1n, extras, key: 'sess:a', value: VALUE })
+        assertViolation(binary, [{ ...GET, command }], frame, REASON.shape, NEXT)
+      }
+    }
+  })
+
+  it("a read's miss with anything besides the echoed key (flags, a message, both)", () => {
+    for (const command of ['get', 'gat'] as const) {
+      const opcode = command === 'get' ? OPCODES.getk : OPCODES.gatk
+      for (const fields of [{ extras: FLAGS }, { value: NOT_FOUND }, { extras: FLAGS, value: VALUE }]) {
+        const frame = binaryResponse({ opcode, status: 0x0001, opaque: 13, key: 'sess:a', ...fields })
+        assertViolation(binary, [{ ...GET, command }], frame, REASON.shape, NEXT)
+      }
+    }
+  })
+
+  it("TOUCH's success carries nothing or its 4 bytes of flags, and is read as ok with its CAS", () => {
+    assertReadsAs(binary, [TOUCH], binaryResponse({ opcode: OPCODES.touch, opaque: 15, cas: 3n }), [reply('ok', { cas: 3n })])
+    assertReadsAs(binary, [TOUCH], binaryResponse({ opcode: OPCODES.touch, opaque: 15, cas: 3n, extras: FLAGS }), [
+      reply('ok', { cas: 3n }),
+    ])
+  })
+
+  it("TOUCH's success with anything else: 8 bytes of extras, a key, a value", () => {
+    for (const fields of [
+      { extras: uint32s(0, 0) },
+      { key: 'sess:a' },
+      { value: VALUE },
+      { extras: FLAGS, value: VALUE },
+      { extras: FLAGS, key: 'sess:a' },
+    ]) {
+      assertViolation(binary, [TOUCH], binaryResponse({ opcode: OPCODES.touch, opaque: 15, cas: 3n, ...fields }), REASON.shape, NEXT)
+    }
+  })
+
+  it('any other success with extras, a key or a value (set, cas, add, replace, delete, noop)', () => {
+    const cases: Array<[Awaited['command'], number]> = [
+      ['set', OPCODES.set],
+      ['cas', OPCODES.set],
+      ['add', OPCODES.add],
+      ['replace', OPCODES.replace],
+      ['delete', OPCODES.delete],
+      ['noop', OPCODES.noop],
+    ]
+    for (const [command, opcode] of cases) {
+      for (const fields of [{ extras: FLAGS }, { key: 'sess:a' }, { value: VALUE }, { value: 'x' }]) {
+        const frame = binaryResponse({ opcode, opaque: 8, cas: 1n, ...fields })
+        assertViolation(binary, [{ command, key: command === 'noop' ? '' : 'sess:a', opaque: 8 }], frame, REASON.shape, NEXT)
+      }
+    }
+  })
+
+  it('an error status with extras, a key, or a body over 1024 bytes; 1024 bytes of message are still read', () => {
+    for (const [awaited, opcode] of [
+      [GET, OPCODES.getk],
+      [SET, OPCODES.set],
+      [TOUCH, OPCODES.touch],
+    ] as const) {
+      for (const status of [0x0002, 0x0003, 0x0020, 0x0082]) {
+        const error = { opcode, status, opaque: awaited.opaque }
+        assertViolation(binary, [awaited], binaryResponse({ ...error, extras: FLAGS, value: 'Out of memory' }), REASON.shape, NEXT)
+        assertViolation(binary, [awaited], binaryResponse({ ...error, key: 'sess:a' }), REASON.shape, NEXT)
+        assertViolation(binary, [awaited], binaryResponse({ ...error, value: 'x'.repeat(1025) }), REASON.shape, NEXT)
+      }
+      // A miss of a write or touch: the same rule (only a read's miss echoes the key).
+      if (awaited !== GET) {
+        assertViolation(
+          binary,
+          [awaited],
+          binaryResponse({ opcode, status: 0x0001, opaque: awaited.opaque, key: 'sess:a' }),
+          REASON.shape,
+          NEXT,
+        )
+      }
+    }
+    assertReadsAs(binary, [SET], binaryResponse({ opcode: OPCODES.set, status: 0x0082, opaque: 8, value: 'x'.repeat(1024) }), [
+      reply('serverError', { message: 'out of memory' }),
+    ])
+  })
+
+  it('the echoed key is compared as bytes: bytes that decode to the requested key as UTF-8 (U+FFFD, Latin-1) are another key', () => {
+    // 0xff is no UTF-8: decoded, "sess:\xff" would read as "sess:\ufffd".
+    const replacement: Awaited = { command: 'get', key: 'sess:\ufffd', opaque: 13 }
+    const invalid = Buffer.from('sess:\xff', 'latin1')
+    assertViolation(binary, [replacement], hitFrame(VALUE, { key: invalid }), REASON.anotherKey, NEXT)
+    const miss = binaryResponse({ opcode: OPCODES.getk, status: 0x0001, opaque: 13, key: invalid })
+    assertViolation(binary, [replacement], miss, REASON.anotherKey, NEXT)
+    // An overlong encoding of ':' (0xc0 0xba), and "é" as one Latin-1 byte.
+    const overlong = Buffer.concat([Buffer.from('sess'), Buffer.from([0xc0, 0xba]), Buffer.from('a')])
+    assertViolation(binary, [GET], hitFrame(VALUE, { key: overlong }), REASON.anotherKey, NEXT)
+    const latin1 = Buffer.from('sess:\xe9', 'latin1')
+    assertViolation(binary, [{ command: 'get', key: 'sess:é', opaque: 13 }], hitFrame(VALUE, { key: latin1 }), REASON.anotherKey, NEXT)
+    // The same keys as their UTF-8 bytes are read.
+    assertReadsAs(binary, [replacement], hitFrame(VALUE, { key: 'sess:\ufffd' }), [reply('ok', { value: VALUE, cas: 1n })])
+    assertReadsAs(binary, [{ command: 'get', key: 'sess:é', opaque: 13 }], hitFrame(VALUE, { key: 'sess:é' }), [
+      reply('ok', { value: VALUE, cas: 1n }),
+    ])
+  })
+})
+
 describe('a binary reader is never left half-way through a frame', () => {
-  it('a value exactly at the limit is read, and the reply after it parses from a clean state', () => {
+  it('a value exactly at maxItemSize is read, and the reply after it parses from a clean state', () => {
     const limit = 64
     const small = binaryProtocol(limit)
-    const atLimit = binaryResponse({ opcode: OPCODES.getk, opaque: 1, extras: FLAGS, key: 'sess:a', value: 'v'.repeat(limit - 10) })
-    assert.equal(atLimit.readUInt32BE(8), limit)
+    const atLimit = binaryResponse({ opcode: OPCODES.getk, opaque: 1, extras: FLAGS, key: 'sess:a', value: 'v'.repeat(limit) })
     const next = binaryResponse({ opcode: OPCODES.set, opaque: 2, cas: 9n })
     assertReadsAs(
       small,
@@ -526,11 +818,11 @@ describe('a binary reader is never left half-way through a frame', () => {
         { command: 'set', key: 'sess:a', opaque: 2 },
       ],
       Buffer.concat([atLimit, next]),
-      [reply('ok', { value: 'v'.repeat(limit - 10) }), reply('ok', { cas: 9n })],
+      [reply('ok', { value: 'v'.repeat(limit) }), reply('ok', { cas: 9n })],
     )
   })
 
-  it('a 1 MB value under the default limit is read whole, however the stream is cut', () => {
+  it('a 1 MiB value, exactly the default maxItemSize, is read whole, however the stream is cut', () => {
     const big = Buffer.alloc(1024 * 1024, 'x')
     big.write('\r\n\x81', 1000, 'latin1')
     const frame = binaryResponse({ opcode: OPCODES.gatk, opaque: 3, cas: 5n, extras: FLAGS, key: 'sess:big', value: big })
@@ -616,15 +908,19 @@ describe('binary requests: encode writes exactly these bytes', () => {
     )
   })
 
-  it('touch: TOUCH (0x1c), the expiry in its extras (an absolute time past 30 days as is)', () => {
+  it('touch: TOUCH (0x1c), the expiry in its extras (an absolute time past 30 days as is, clamped to 2^31 - 1)', () => {
     assert.equal(
       layout(encode({ name: 'touch', key: 'sess:a', expiry: 2592001 }, 8)),
       `80 1c 0006 04 00 0000 0000000a 00000008 0000000000000000 | 00278d01 | ${SESS_A} | `,
     )
-    assert.equal(
-      layout(encode({ name: 'touch', key: 'sess:a', expiry: 0xfffffffe }, 8)),
-      `80 1c 0006 04 00 0000 0000000a 00000008 0000000000000000 | fffffffe | ${SESS_A} | `,
-    )
+    // memcached reads the field as a signed 32-bit number: anything larger is written as the largest it keeps.
+    for (const expiry of [0x7fffffff, 0x80000000, 0xfffffffe]) {
+      assert.equal(
+        layout(encode({ name: 'touch', key: 'sess:a', expiry }, 8)),
+        `80 1c 0006 04 00 0000 0000000a 00000008 0000000000000000 | 7fffffff | ${SESS_A} | `,
+        `expiry ${expiry}`,
+      )
+    }
   })
 
   it('set, add, replace: 8 bytes of extras (flags 0, expiry), key, value; no CAS', () => {

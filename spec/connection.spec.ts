@@ -2,14 +2,26 @@
 // through the public API only: a reply that trickles in one byte at a time is reassembled and the
 // session served; a reply carrying another request's opaque is EPROTOCOL, and once the peer answers
 // honestly the store's next operation opens a new connection and works. Also checks that the peer
-// plays back exactly what it is told (chunks, pauses, silence, FIN, RST).
+// plays back exactly what it is told (chunks, pauses, silence, FIN, RST). A stored value over
+// maxItemSize fails only its own get (ETOOLARGE): it is skipped unread and the connection is kept.
 import assert from 'node:assert/strict'
 import net from 'node:net'
 import { describe, it } from 'node:test'
 import { MemcacheStore, MemcacheStoreError } from '../lib/index.ts'
 import { sleep } from './harness/memcached.ts'
 import { failure, withoutEnvCredentials } from './harness/outcomes.ts'
-import { close, emptyMemcached, hit, type PeerRequest, reset, scriptedPeer, send, trickle, wait } from './harness/scripted-peer.ts'
+import {
+  close,
+  emptyMemcached,
+  hit,
+  type PeerRequest,
+  reset,
+  type ScriptedPeer,
+  scriptedPeer,
+  send,
+  trickle,
+  wait,
+} from './harness/scripted-peer.ts'
 
 const SESSION_JSON = '{"cookie":{"originalMaxAge":null,"expires":null,"path":"/"},"user":"ada"}'
 const READS = new Set(['getk', 'gatk', 'mg'])
@@ -82,6 +94,49 @@ describe('a store against a scripted peer', () => {
             [2, 'sess:swapped'],
           ],
         )
+      } finally {
+        await store.close()
+        await peer.close()
+      }
+    })
+
+    it(`${protocol}: a stored value over maxItemSize fails that get with ETOOLARGE naming both sizes; gets of other sessions, pipelined behind it and after it, are served on the same connection`, async () => {
+      const BIG = 1_500_000
+      /** Chunks the peer had written when the get behind the oversized one reached it. */
+      let writtenBeforeBeside: number | undefined
+      const peer: ScriptedPeer = await scriptedPeer({
+        protocol,
+        onRequest: (request) => {
+          if (!READS.has(request.command)) return emptyMemcached(request)
+          if (request.key === 'sess:beside') writtenBeforeBeside = peer.writes
+          return send(hit(request, request.key === 'sess:big' ? Buffer.alloc(BIG, '{') : SESSION_JSON, 7n))
+        },
+      })
+      // The default maxItemSize: 1 MiB, memcached's own default -I.
+      const store = storeFor(peer.address, protocol, 2000)
+      try {
+        const big = failure(store.get('big'))
+        const beside = store.get('beside')
+        const { err } = await big
+        assert.equal(err.code, 'ETOOLARGE', err.message)
+        assert.equal(err.server, peer.address)
+        assert.match(err.reason, /1500000 bytes, more than maxItemSize \(1048576\)/)
+        assert.match(err.message, /1500000 bytes/)
+        assert.equal(writtenBeforeBeside, 0, 'both gets were in flight before any reply: the second reply follows the skipped value')
+        assert.equal((await beside)?.user, 'ada', 'the get pipelined behind the oversized value')
+        assert.equal((await store.get('after'))?.user, 'ada', 'a get after it')
+        assert.equal(peer.connections, 1, 'no reconnection: the skipped value did not break the connection')
+        assert.deepEqual(
+          peer.requests.filter((r) => READS.has(r.command)).map((r) => [r.connection, r.key]),
+          [
+            [1, 'sess:big'],
+            [1, 'sess:beside'],
+            [1, 'sess:after'],
+          ],
+        )
+        const [server] = store.diagnostics().servers
+        assert.equal(server.state, 'up')
+        assert.equal(server.lastError, undefined)
       } finally {
         await store.close()
         await peer.close()

@@ -4,14 +4,10 @@
 // offset, one byte at a time), so that a spec can check that the cut never changes the outcome.
 import assert from 'node:assert/strict'
 import net from 'node:net'
-import type { CommandName, Pending, Reply, WireProtocol } from '../../lib/memcached/wire.ts'
+import type { Expected, Reply, WireProtocol } from '../../lib/memcached/wire.ts'
 
-/** What the reader reads of a request waiting for its reply. */
-export interface Awaited {
-  command: CommandName
-  key: string
-  opaque: number
-}
+/** A request waiting for its reply, as the reader sees it (`Expected` in wire.ts: command, key, opaque). */
+export type Awaited = Expected
 
 /** One thing the reader did: delivered a reply, or reported a violation. */
 export type ReaderEvent = { reply: Reply } | { violation: string }
@@ -24,8 +20,7 @@ export function openReader(protocol: WireProtocol, awaited: readonly Awaited[]) 
   const queue = [...awaited]
   const events: ReaderEvent[] = []
   const read = protocol.reader({
-    // The reader reads only command, key and opaque (see wire.ts).
-    expected: () => queue[0] as Pending | undefined,
+    expected: () => queue[0],
     reply: (reply) => {
       queue.shift()
       events.push({ reply })
@@ -91,11 +86,31 @@ export function reply(status: Reply['status'], fields: { value?: string | Buffer
   return { status, value: typeof value === 'string' ? Buffer.from(value) : value, cas, message }
 }
 
+/**
+ * What a reader delivers for a read whose value of `size` bytes is over `maxItemSize`: the value
+ * skipped unread, no CAS, and words naming both numbers (the connection is kept).
+ */
+export function skipped(size: number, maxItemSize: number): Reply {
+  return reply('tooLarge', {
+    message: `the stored value is ${size} bytes, more than maxItemSize (${maxItemSize}) allows; it was skipped unread`,
+  })
+}
+
 /** Asserts that `bytes`, however cut, gives exactly `expected` (replies, in order, and nothing else). */
 export function assertReadsAs(protocol: WireProtocol, awaited: readonly Awaited[], bytes: Buffer, expected: readonly Reply[]): void {
   const wanted = expected.map((r) => ({ reply: r }))
   for (const { label, chunks } of chunkings(bytes)) {
     assert.deepEqual(readChunks(protocol, awaited, chunks), wanted, `${label} of ${show(bytes)}`)
+  }
+}
+
+/** Asserts that `bytes`, however cut, gives nothing yet: no reply, no violation, every request still waiting. */
+export function assertNothingYet(protocol: WireProtocol, awaited: readonly Awaited[], bytes: Buffer): void {
+  for (const { label, chunks } of chunkings(bytes)) {
+    const reader = openReader(protocol, awaited)
+    for (const chunk of chunks) reader.read(chunk)
+    assert.deepEqual(reader.events, [], `${label} of ${show(bytes)}`)
+    assert.equal(reader.waiting, awaited.length, `${label} of ${show(bytes)}`)
   }
 }
 
