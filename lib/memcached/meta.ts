@@ -203,6 +203,7 @@ function readFlags(
   /** The flags seen, as bits by their place in `flags`: each may appear once. */
   let seen = 0
   const line = () => quoted(buf, lineStart, end, 80)
+  if (buf[end - 1] === 0x20) return violated(out, `a reply line ending in a space: ${line()}`)
   for (; at < end; at++) {
     const last = tokenEnd(buf, at, end)
     const flag = buf[at]
@@ -285,15 +286,17 @@ const MAX_CAS = 2n ** 64n - 1n
 function casOf(buf: Buffer, from: number, to: number): bigint | undefined {
   const short = digits(buf, from, to)
   if (short !== undefined) return BigInt(short)
-  if (to - from > 20) return undefined
+  if (to <= from || to - from > 20) return undefined
   for (let i = from; i < to; i++) if (buf[i] < 0x30 || buf[i] > 0x39) return undefined
   const cas = BigInt(buf.toString('latin1', from, to))
   return cas <= MAX_CAS ? cas : undefined
 }
 
+/** A TTL as memcached writes it: -1 (none), or an unsigned 32-bit number of seconds. */
 function isTtl(buf: Buffer, from: number, to: number): boolean {
-  const negative = buf[from] === 0x2d
-  return to - from <= 11 && digits(buf, negative ? from + 1 : from, to) !== undefined
+  if (to - from === 2 && buf[from] === 0x2d && buf[from + 1] === 0x31) return true
+  const seconds = digits(buf, from, to)
+  return seconds !== undefined && seconds <= 0xffffffff
 }
 
 function keyMatches(buf: Buffer, from: number, to: number, base64: boolean, key: string): boolean {
