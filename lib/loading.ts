@@ -1,7 +1,7 @@
 import type { SessionData } from 'express-session'
 import type { SessionCodec } from './codec.js'
 import type { BurstLog } from './log.js'
-import type { Item, MemcachedClient } from './memcached/index.js'
+import type { Item, MemcachedClient, Receiver } from './memcached/index.js'
 import { debug } from './observability.js'
 import type { Origins } from './origins.js'
 import { isPlaceholder } from './reservations.js'
@@ -86,11 +86,11 @@ export class SessionLoader {
     return extend && !this.#options.disableTouch ? this.#longest : undefined
   }
 
-  /** GET, or get-and-touch by `lifetime` seconds. */
-  read(op: OperationContext, lifetime: number | undefined): Promise<Item | undefined> {
+  /** GET, or get-and-touch by `lifetime` seconds; the item goes to `receiver`. */
+  read(op: OperationContext, lifetime: number | undefined, receiver: Receiver<Item | undefined>): void {
     const { client } = this.#options
-    if (lifetime === undefined) return client.get(op.key, op.scope)
-    return client.getAndTouch(op.key, memcachedExpiry(lifetime), op.scope)
+    if (lifetime === undefined) client.get(op.key, op.scope, receiver)
+    else client.getAndTouch(op.key, memcachedExpiry(lifetime), op.scope, receiver)
   }
 
   /**

@@ -3,7 +3,7 @@ import { isServerFailure, MemcacheStoreError, type Operation, redactId, storeErr
 import { sessionKey } from './keys.js'
 import { type LockWaiter, SessionLocks } from './locks.js'
 import type { BurstLog } from './log.js'
-import type { RequestScope } from './memcached/index.js'
+import type { Receiver, RequestScope } from './memcached/index.js'
 import { type Counters, type OperationTrace, operationChannel } from './observability.js'
 
 export type Callback<T> = (err: unknown, value?: T) => void
@@ -26,8 +26,12 @@ export interface OperationSpec<T, R> {
   callback: Callback<R> | undefined
   /** What failOpen yields instead of a server failure; also what `get` yields for an ID memcached cannot hold. */
   fallback: T
-  /** The operation itself, run under the session's lock. */
-  work(op: OperationContext): Promise<T>
+  /**
+   * The operation itself, run under the session's lock: `work`, or, for an operation of one request,
+   * `send`, which sends it with `receiver` taking the reply (no promise in between).
+   */
+  work?(op: OperationContext): Promise<T>
+  send?(op: OperationContext, receiver: Receiver<T>): void
   /**
    * Turns the work's result into what the caller gets, in the step that hands it over. `op` is
    * undefined when the operation ended before it started (the store closed, an unusable ID).
@@ -128,8 +132,8 @@ export class OperationRunner {
 
   /** An operation that ends before it starts (store closed, unusable ID): handed over like the others. */
   #ended<T, R>(spec: OperationSpec<T, R>, result: Promise<T>, trace: OperationTrace | undefined, startedAt: number): Promise<R> {
-    const { operation, finish } = spec
-    const finishing = finish && ((value: T) => finish(value, undefined))
+    const { operation } = spec
+    const finishing = spec.finish && ((value: T) => (spec.finish as NonNullable<typeof spec.finish>).call(spec, value, undefined))
     if (spec.internal) return settle(result, spec.callback, finishing)
     return settle(result, spec.callback, finishing, (err, value) => record(this.#shared.options, operation, startedAt, trace, err, value))
   }
@@ -170,7 +174,7 @@ export class OperationRunner {
  * One operation in flight, from start to hand-over: its context (what its work sees), its place in
  * the session's lock queue and among the deadlines, and how its outcome reaches the caller.
  */
-class Running<T, R> implements OperationContext, LockWaiter, Deadlined<Running<unknown, unknown>> {
+class Running<T, R> implements OperationContext, LockWaiter, Deadlined<Running<unknown, unknown>>, Receiver<T> {
   readonly operation: Operation
   readonly key: string
   readonly sid: string
@@ -223,20 +227,27 @@ class Running<T, R> implements OperationContext, LockWaiter, Deadlined<Running<u
   /** Runs the work, the session's lock held. */
   start(): void {
     this.locked = true
-    let work: Promise<T>
+    const { spec } = this
     try {
-      work = this.spec.work(this)
+      if (spec.send) spec.send(this, this)
+      else {
+        ;(spec as { work(op: OperationContext): Promise<T> }).work(this).then(
+          (value) => this.resolved(value),
+          (err: unknown) => this.rejected(err),
+        )
+      }
     } catch (err) {
-      work = Promise.reject(err)
+      this.rejected(err)
     }
-    work.then(
-      (value) => {
-        if (this.#released()) this.#succeeded(value)
-      },
-      (err: unknown) => {
-        if (this.#released()) this.#failed(err)
-      },
-    )
+  }
+
+  /** The work's (or its one request's) result. */
+  resolved(value: T): void {
+    if (this.#released()) this.#succeeded(value)
+  }
+
+  rejected(err: unknown): void {
+    if (this.#released()) this.#failed(err)
   }
 
   /** The lock is this operation's after a wait: it runs, unless its deadline passed meanwhile. */
@@ -298,10 +309,10 @@ class Running<T, R> implements OperationContext, LockWaiter, Deadlined<Running<u
    * caller's await, through `finish`; what `finish` throws goes to the callback (or rejects).
    */
   #handOver(value: T): void {
-    const { finish, callback } = this.spec
+    const { spec } = this
     let out: R
     try {
-      out = finish ? finish(value, this) : (value as unknown as R)
+      out = spec.finish ? spec.finish(value, this) : (value as unknown as R)
     } catch (err) {
       this.#handOverError(storeError(err, this.operation, this.subject, this.scope.answered))
       return
@@ -309,7 +320,7 @@ class Running<T, R> implements OperationContext, LockWaiter, Deadlined<Running<u
     if (this.spec.internal !== true) record(this.#shared.options, this.operation, this.startedAt, this.trace, undefined, out)
     const resolve = this.#resolve
     this.#letGo()
-    if (callback) process.nextTick(callback, null, out)
+    if (spec.callback) process.nextTick(spec.callback, null, out)
     resolve?.(out)
   }
 

@@ -6,14 +6,14 @@ import { describeThrown, storeError } from './errors.js'
 import { type ReservedIds, reservedIdsOn } from './genid.js'
 import { type Extension, type FollowUp, SessionLoader } from './loading.js'
 import { BurstLog } from './log.js'
-import { createClient, type Item, type MemcachedClient, type MemcachedError, type ServerState } from './memcached/index.js'
+import { createClient, type Item, type MemcachedClient, type MemcachedError, type Receiver, type ServerState } from './memcached/index.js'
 import { Counters, debug, type StoreCounters, type WriteKind } from './observability.js'
 import { clientHints, type MemcacheStoreOptions, type ResolvedOptions, resolveOptions } from './options.js'
 import { type Origin, Origins } from './origins.js'
 import { checkReady } from './readiness.js'
 import { RecentTouches } from './recent-touches.js'
 import { RESERVATION_TTL_SECONDS } from './reservations.js'
-import { type Callback, OperationRunner } from './runner.js'
+import { type Callback, type OperationContext, OperationRunner } from './runner.js'
 import { SessionWriter } from './saving.js'
 import { type Lifetime, lifetimeOf, memcachedExpiry, originalMaxAge } from './ttl.js'
 
@@ -26,6 +26,8 @@ export class MemcacheStore extends session.Store {
   readonly #origins = new Origins()
   readonly #writer: SessionWriter
   readonly #loader: SessionLoader
+  /** What every read needs (see Read). */
+  readonly #reading: ReadParts
   readonly #log: BurstLog
   readonly #enumeration: SessionEnumeration
   readonly #recentTouches: RecentTouches | undefined
@@ -77,6 +79,7 @@ export class MemcacheStore extends session.Store {
       ttl: resolved.ttl,
       disableTouch: resolved.disableTouch,
     })
+    this.#reading = { loader: this.#loader, followUp: (sid, followUp) => this.#followUp(sid, followUp) }
     this.#serverList = this.#client.servers.map((server) => server.address).join(',')
     this.#enumeration = new SessionEnumeration({
       prefix: this.prefix,
@@ -101,26 +104,7 @@ export class MemcacheStore extends session.Store {
   }
 
   #get(sid: string, callback: Callback<SessionData | null> | undefined, extend: boolean, internal = false): Promise<SessionData | null> {
-    const lifetime = this.#loader.extension(extend)
-    let extension: Extension | undefined
-    return this.#runner.run<Item | undefined, SessionData | null>({
-      operation: 'get',
-      sid,
-      callback,
-      internal,
-      fallback: undefined,
-      work: (op) => {
-        if (lifetime !== undefined) extension = { until: Date.now() + lifetime * 1000, seconds: lifetime }
-        return this.#loader.read(op, lifetime)
-      },
-      // Parsed only when handed over (see SessionLoader).
-      finish: (item, op) => {
-        if (item === undefined || op === undefined) return null
-        const { sess, followUp } = this.#loader.toSession(item, op, extension)
-        if (followUp) this.#followUp(op.sid, followUp)
-        return sess
-      },
-    })
+    return this.#runner.run(new Read(this.#reading, sid, callback, this.#loader.extension(extend), internal))
   }
 
   /**
@@ -170,21 +154,32 @@ export class MemcacheStore extends session.Store {
     }
     // Or the read that loaded the session already set this expiry.
     if (this.#readCovers(sid, sess, lifetime.seconds)) return this.#runner.nothingToDo('touch', sid, callback)
-    return this.#runner.run<void>({
+    const origin = this.#origins.of(sess)
+    if (lifetime.seconds >= 0 && origin?.key === this.prefix + sid && storedCookieIsOutdated(origin, sess, lifetime.seconds)) {
+      return this.#runner.run<WriteKind, void>({
+        operation: 'touch',
+        sid,
+        callback,
+        fallback: 'none',
+        work: (op) => {
+          this.#loader.noteLifetime(sess, lifetime.seconds)
+          return this.#writer.saveLoaded(op, origin, this.#writer.encode(sess, op, lifetime))
+        },
+        finish: () => undefined,
+      })
+    }
+    return this.#runner.run<boolean, void>({
       operation: 'touch',
       sid,
       callback,
-      fallback: undefined,
-      work: async (op) => {
-        if (lifetime.seconds < 0) return
+      fallback: false,
+      send: (op, receiver) => {
+        if (lifetime.seconds < 0) return receiver.resolved(false)
         this.#loader.noteLifetime(sess, lifetime.seconds)
-        const origin = this.#origins.of(sess)
-        if (origin?.key === op.key && storedCookieIsOutdated(origin, sess, lifetime.seconds)) {
-          await this.#writer.saveLoaded(op, origin, this.#writer.encode(sess, op, lifetime))
-          return
-        }
-        const found = await this.#client.touch(op.key, memcachedExpiry(lifetime.seconds), op.scope)
-        if (found) this.#recentTouches?.record(op.key)
+        this.#client.touch(op.key, memcachedExpiry(lifetime.seconds), op.scope, receiver)
+      },
+      finish: (found, op) => {
+        if (found && op) this.#recentTouches?.record(op.key)
       },
     })
   }
@@ -205,16 +200,17 @@ export class MemcacheStore extends session.Store {
   }
 
   #destroy(sid: string, callback: Callback<void> | undefined, internal: boolean): Promise<void> {
-    return this.#runner.run<void>({
+    return this.#runner.run<boolean, void>({
       operation: 'destroy',
       sid,
       callback,
       internal,
-      fallback: undefined,
-      work: async (op) => {
+      fallback: false,
+      send: (op, receiver) => {
         this.#recentTouches?.forget(op.key)
-        await this.#client.delete(op.key, op.scope)
+        this.#client.delete(op.key, op.scope, undefined, receiver)
       },
+      finish: () => undefined,
     })
   }
 
@@ -359,4 +355,53 @@ function storedCookieIsOutdated(origin: Origin, sess: SessionData, seconds: numb
 function isExpressSessionObject(sess: object, sid: string): boolean {
   const candidate = sess as { id?: unknown; save?: unknown; regenerate?: unknown }
   return candidate.id === sid && typeof candidate.save === 'function' && typeof candidate.regenerate === 'function'
+}
+
+/** What every read needs: the loader, and where its follow-up requests go. */
+interface ReadParts {
+  loader: SessionLoader
+  followUp(sid: string, followUp: FollowUp): void
+}
+
+/**
+ * A `get`, as the runner runs it: one request (GET, or get-and-touch by `lifetime`), whose reply is
+ * parsed when handed over. One object per read and no closures: what the read extended stays here
+ * from the request to the hand-over.
+ */
+class Read {
+  readonly operation = 'get'
+  readonly fallback = undefined
+  readonly #parts: ReadParts
+  readonly sid: string
+  readonly callback: Callback<SessionData | null> | undefined
+  readonly internal: boolean
+  readonly #lifetime: number | undefined
+  #extension: Extension | undefined = undefined
+
+  constructor(
+    parts: ReadParts,
+    sid: string,
+    callback: Callback<SessionData | null> | undefined,
+    lifetime: number | undefined,
+    internal: boolean,
+  ) {
+    this.#parts = parts
+    this.sid = sid
+    this.callback = callback
+    this.#lifetime = lifetime
+    this.internal = internal
+  }
+
+  send(op: OperationContext, receiver: Receiver<Item | undefined>): void {
+    const lifetime = this.#lifetime
+    if (lifetime !== undefined) this.#extension = { until: Date.now() + lifetime * 1000, seconds: lifetime }
+    this.#parts.loader.read(op, lifetime, receiver)
+  }
+
+  finish(item: Item | undefined, op: OperationContext | undefined): SessionData | null {
+    if (item === undefined || op === undefined) return null
+    const { sess, followUp } = this.#parts.loader.toSession(item, op, this.#extension)
+    if (followUp) this.#parts.followUp(op.sid, followUp)
+    return sess
+  }
 }

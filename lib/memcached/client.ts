@@ -1,6 +1,6 @@
 import type { Connection } from './connection.js'
 import type { Failure } from './errors.js'
-import type { Reply, RequestScope, Transport } from './wire.js'
+import type { Command, Receiver, Reply, RequestScope, Transport } from './wire.js'
 
 /** What a read found: the value, its CAS and (meta only) the seconds it had left. */
 export type Item = Reply & { value: Buffer }
@@ -59,13 +59,24 @@ export class MemcachedClient {
     return this.serverFor(key).address
   }
 
-  get(key: string, scope: RequestScope): Promise<Item | undefined> {
-    return this.serverFor(key).connection.request({ name: 'get', key }, scope, asItem)
+  // get, getAndTouch, delete and touch return a promise, or, given a receiver, hand their outcome to it.
+
+  get(key: string, scope: RequestScope): Promise<Item | undefined>
+  get(key: string, scope: RequestScope, receiver: Receiver<Item | undefined>): void
+  get(key: string, scope: RequestScope, receiver?: Receiver<Item | undefined>): Promise<Item | undefined> | undefined {
+    return this.#send({ name: 'get', key }, scope, asItem, receiver)
   }
 
   /** Get-and-touch: the item, its expiry moved to `expiry` in the same round trip. */
-  getAndTouch(key: string, expiry: number, scope: RequestScope): Promise<Item | undefined> {
-    return this.serverFor(key).connection.request({ name: 'gat', key, expiry }, scope, asItem)
+  getAndTouch(key: string, expiry: number, scope: RequestScope): Promise<Item | undefined>
+  getAndTouch(key: string, expiry: number, scope: RequestScope, receiver: Receiver<Item | undefined>): void
+  getAndTouch(
+    key: string,
+    expiry: number,
+    scope: RequestScope,
+    receiver?: Receiver<Item | undefined>,
+  ): Promise<Item | undefined> | undefined {
+    return this.#send({ name: 'gat', key, expiry }, scope, asItem, receiver)
   }
 
   /**
@@ -79,13 +90,24 @@ export class MemcachedClient {
   }
 
   /** DELETE (only while the CAS is unchanged, when given); false when there was nothing to delete. */
-  delete(key: string, scope: RequestScope, cas?: bigint): Promise<boolean> {
-    return this.serverFor(key).connection.request({ name: 'delete', key, cas }, scope, asFound)
+  delete(key: string, scope: RequestScope, cas?: bigint): Promise<boolean>
+  delete(key: string, scope: RequestScope, cas: bigint | undefined, receiver: Receiver<boolean>): void
+  delete(key: string, scope: RequestScope, cas?: bigint, receiver?: Receiver<boolean>): Promise<boolean> | undefined {
+    return this.#send({ name: 'delete', key, cas }, scope, asFound, receiver)
   }
 
   /** A new expiry without rewriting the value; false when the key is missing. */
-  touch(key: string, expiry: number, scope: RequestScope): Promise<boolean> {
-    return this.serverFor(key).connection.request({ name: 'touch', key, expiry }, scope, asFound)
+  touch(key: string, expiry: number, scope: RequestScope): Promise<boolean>
+  touch(key: string, expiry: number, scope: RequestScope, receiver: Receiver<boolean>): void
+  touch(key: string, expiry: number, scope: RequestScope, receiver?: Receiver<boolean>): Promise<boolean> | undefined {
+    return this.#send({ name: 'touch', key, expiry }, scope, asFound, receiver)
+  }
+
+  #send<T>(command: Command, scope: RequestScope, interpret: (reply: Reply) => T, receiver?: Receiver<T>): Promise<T> | undefined {
+    const connection = this.serverFor(command.key).connection
+    if (receiver === undefined) return connection.request(command, scope, interpret)
+    connection.send(command, scope, interpret, receiver)
+    return undefined
   }
 
   /** A no-op round trip to one server (after authentication), ignoring any back-off. */

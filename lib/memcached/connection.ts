@@ -4,7 +4,7 @@ import { type Failure, type FailureCode, MemcachedError } from './errors.js'
 import { Fifo } from './fifo.js'
 import { ServerHealth } from './health.js'
 import { connectFailureCode, connectFailureReason, stalledOpening } from './socket.js'
-import type { Command, CommandName, Expected, OpenAttempt, Reply, RequestScope, Transport, WireProtocol } from './wire.js'
+import type { Command, CommandName, Expected, OpenAttempt, Receiver, Reply, RequestScope, Transport, WireProtocol } from './wire.js'
 import type { WriteBatcher } from './write-batcher.js'
 
 /**
@@ -104,48 +104,55 @@ export class Connection {
     return this.#written.length - this.#nudges + this.#waiting.length
   }
 
+  /** `send`, its outcome as a promise. */
+  request<T>(command: Command, scope: RequestScope, interpret: (reply: Reply) => T, ignoreBackoff = false): Promise<T> {
+    return new Promise<T>((resolve, reject) => this.send(command, scope, interpret, { resolved: resolve, rejected: reject }, ignoreBackoff))
+  }
+
   /**
    * Sends one command; `interpret` turns its reply into the result (it may throw a Failure: a reply
-   * that refuses the request). `ignoreBackoff` sends even while the server is in back-off (readiness checks).
+   * that refuses the request), which goes to `receiver`. `ignoreBackoff` sends even while the server
+   * is in back-off (readiness checks).
    */
-  request<T>(command: Command, scope: RequestScope, interpret: (reply: Reply) => T, ignoreBackoff = false): Promise<T> {
-    return new Promise<T>((resolve, reject) => {
-      if (this.#closed) return reject(this.error(command.name, { code: 'ECLOSED', reason: 'the client was closed', sent: false }))
-      const now = performance.now()
-      if (now >= scope.deadline) {
-        const reason = `the operation's ${this.#options.timeoutMs} ms had passed before this request could be sent`
-        return reject(this.error(command.name, { code: 'ETIMEDOUT', reason, sent: false }))
-      }
-      const admission = ignoreBackoff ? 'go' : this.health.admit(now)
-      if (admission === 'refuse') {
-        const failure = this.#refusal(now)
-        // Refused in a later turn of the event loop: a caller that retries on failure must not
-        // spin in microtasks and starve the timers and I/O that would let the server recover.
-        setImmediate(() => reject(this.error(command.name, failure)))
-        return
-      }
-      this.#opaque = this.#opaque >= 0xfffffff0 ? 1 : this.#opaque + 1
-      const pending = new Request(
-        this,
-        command,
-        this.#opaque,
-        this.#options.protocol.encode(command, this.#opaque),
-        scope,
-        now + this.#options.timeoutMs,
-        admission === 'probe',
-        interpret,
-        resolve,
-        reject,
-      )
-      if (this.#socket !== undefined) {
-        this.#write(this.#socket, pending)
-        this.#arm(pending.at)
-      } else {
-        this.#waiting.push(pending)
-        this.#open()
-        this.#arm(this.#openDue(pending))
-      }
-    })
+  send<T>(command: Command, scope: RequestScope, interpret: (reply: Reply) => T, receiver: Receiver<T>, ignoreBackoff = false): void {
+    if (this.#closed) {
+      receiver.rejected(this.error(command.name, { code: 'ECLOSED', reason: 'the client was closed', sent: false }))
+      return
+    }
+    const now = performance.now()
+    if (now >= scope.deadline) {
+      const reason = `the operation's ${this.#options.timeoutMs} ms had passed before this request could be sent`
+      receiver.rejected(this.error(command.name, { code: 'ETIMEDOUT', reason, sent: false }))
+      return
+    }
+    const admission = ignoreBackoff ? 'go' : this.health.admit(now)
+    if (admission === 'refuse') {
+      const failure = this.#refusal(now)
+      // Refused in a later turn of the event loop: a caller that retries on failure must not
+      // spin in microtasks and starve the timers and I/O that would let the server recover.
+      setImmediate(() => receiver.rejected(this.error(command.name, failure)))
+      return
+    }
+    this.#opaque = this.#opaque >= 0xfffffff0 ? 1 : this.#opaque + 1
+    const pending = new Request(
+      this,
+      command,
+      this.#opaque,
+      this.#options.protocol.encode(command, this.#opaque),
+      scope,
+      now + this.#options.timeoutMs,
+      admission === 'probe',
+      interpret,
+      receiver,
+    )
+    if (this.#socket !== undefined) {
+      this.#write(this.#socket, pending)
+      this.#arm(pending.at)
+    } else {
+      this.#waiting.push(pending)
+      this.#open()
+      this.#arm(this.#openDue(pending))
+    }
   }
 
   /** Fails everything in flight with ECLOSED and closes the connection. */
@@ -197,9 +204,8 @@ export class Connection {
       const scope: RequestScope = { deadline: Number.POSITIVE_INFINITY, sent: false, answered: false }
       const settled = () => void this.#nudges--
       const bytes = this.#options.protocol.encode(NOOP, this.#opaque)
-      this.#written.push(
-        new Request(this, NOOP, this.#opaque, bytes, scope, now + this.#options.timeoutMs, false, ignore, settled, settled),
-      )
+      const receiver = { resolved: settled, rejected: settled }
+      this.#written.push(new Request(this, NOOP, this.#opaque, bytes, scope, now + this.#options.timeoutMs, false, ignore, receiver))
       socket.write(bytes)
     }
     this.#nudgeTimer = setTimeout(this.#nudge, TLS_NUDGE_MS)
@@ -398,8 +404,7 @@ class Request<T> implements Pending {
   probe: boolean
   readonly #connection: Connection
   readonly #interpret: (reply: Reply) => T
-  readonly #resolve: (value: T) => void
-  readonly #reject: (err: unknown) => void
+  readonly #receiver: Receiver<T>
 
   constructor(
     connection: Connection,
@@ -410,8 +415,7 @@ class Request<T> implements Pending {
     at: number,
     probe: boolean,
     interpret: (reply: Reply) => T,
-    resolve: (value: T) => void,
-    reject: (err: unknown) => void,
+    receiver: Receiver<T>,
   ) {
     this.#connection = connection
     this.command = command.name
@@ -422,8 +426,7 @@ class Request<T> implements Pending {
     this.at = at
     this.probe = probe
     this.#interpret = interpret
-    this.#resolve = resolve
-    this.#reject = reject
+    this.#receiver = receiver
   }
 
   resolve(reply: Reply): void {
@@ -432,13 +435,13 @@ class Request<T> implements Pending {
       result = this.#interpret(reply)
     } catch (err) {
       // interpret throws a Failure (a refusing reply); anything else is a bug to pass on as is.
-      this.#reject(err instanceof Error ? err : this.#connection.refusal(this.command, err as Failure))
+      this.#receiver.rejected(err instanceof Error ? err : this.#connection.refusal(this.command, err as Failure))
       return
     }
-    this.#resolve(result)
+    this.#receiver.resolved(result)
   }
 
   reject(failure: Failure): void {
-    this.#reject(this.#connection.error(this.command, failure))
+    this.#receiver.rejected(this.#connection.error(this.command, failure))
   }
 }

@@ -15,7 +15,7 @@ export { type Item, MemcachedClient, type Server, type ServerState, type Storage
 export type { ClientConfig, Credentials, DebugLog, Hints, ServerConfig, StateListener } from './config.js'
 export { metadump } from './crawler.js'
 export { type FailureCode, MemcachedError } from './errors.js'
-export { MAX_EXPIRY, type Reply, type RequestScope } from './wire.js'
+export { MAX_EXPIRY, type Receiver, type Reply, type RequestScope } from './wire.js'
 
 /**
  * Connections to every server for the chosen protocol (memjs's Server for binary, the client's own

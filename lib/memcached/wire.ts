@@ -1,5 +1,5 @@
 import type { Socket } from 'node:net'
-import type { Failure, FailureCode } from './errors.js'
+import type { Failure, FailureCode, MemcachedError } from './errors.js'
 
 /** The commands the client sends, whatever the protocol. `gat` is get-and-touch; `cas` is a SET that checks a CAS. */
 export type CommandName = 'get' | 'gat' | 'set' | 'add' | 'replace' | 'cas' | 'delete' | 'touch' | 'noop'
@@ -37,6 +37,15 @@ export interface RequestScope {
   sent: boolean
   /** A request of the scope was answered: it reached memcached. */
   answered: boolean
+}
+
+/**
+ * Where a request's outcome goes, for callers that want no promise: its result, or why it failed.
+ * Either may be called before the call that sent the request returns (a request refused at once).
+ */
+export interface Receiver<T> {
+  resolved(value: T): void
+  rejected(err: MemcachedError | Error): void
 }
 
 /** A request to encode. */
