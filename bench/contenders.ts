@@ -5,6 +5,7 @@ import connectMemjs from 'connect-memjs'
 import session, { type SessionData } from 'express-session'
 import memjs from 'memjs'
 import { MemcacheStore } from './package.ts'
+import { PipelinedClient } from './pipelined-client.ts'
 
 export type Done = (err?: unknown) => void
 type Sess = Record<string, unknown>
@@ -40,6 +41,19 @@ function rawMemjs(servers: string, prefix: string): Contender {
   }
 }
 
+/** The client-side limit: bench/pipelined-client.ts, one socket, no checks at all. */
+function pipelined(servers: string, prefix: string): Contender {
+  const client = new PipelinedClient(servers.split(',')[0])
+  return {
+    name: 'pipelined client',
+    set: (id, sess, done) => client.set(prefix + id, sess, TTL_SECONDS, done),
+    get: (id, done) => client.get(prefix + id, done),
+    touch: (id, _sess, done) => client.touch(prefix + id, TTL_SECONDS, done),
+    destroy: (id, done) => client.delete(prefix + id, done),
+    close: async () => client.close(),
+  }
+}
+
 function fromStore(name: string, store: session.Store, close: () => void): Contender {
   const asSession = (sess: Sess) => sess as unknown as SessionData
   return {
@@ -53,6 +67,7 @@ function fromStore(name: string, store: session.Store, close: () => void): Conte
 }
 
 export const CONTENDER_NAMES = [
+  'pipelined client',
   'raw memjs',
   'this store',
   'this store (meta)',
@@ -82,6 +97,7 @@ export function createContenders(servers: string, run: string, tls?: TlsTarget, 
     const store = new MemcacheStore({ servers, prefix: `${run}:${tag}:`, logger: false, ...options })
     contenders.push(fromStore(name, store, () => void store.close()))
   }
+  if (wanted('pipelined client')) contenders.push(pipelined(servers, `${run}:pip:`))
   if (wanted('raw memjs')) contenders.push(rawMemjs(servers, `${run}:raw:`))
   ours('this store', 'ours', {})
   ours('this store (meta)', 'meta', { protocol: 'meta' })

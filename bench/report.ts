@@ -38,6 +38,7 @@ export interface Report {
 
 const OURS = 'this store'
 const RAW = 'raw memjs'
+const PIPELINED = 'pipelined client'
 const META = 'this store (meta)'
 
 type Row = { target: string; measured: string; holds: string }
@@ -113,6 +114,15 @@ function collectRatios(store: StoreResults, http: HttpResults): Ratio[] {
           ratioOf(storeCell(store.singleThread, operation, size, inFlight), OURS, RAW),
           inFlight === 50 ? 1 : 0.9,
         )
+  // The client-side limit: how much of a minimal pipelined client's rate the store keeps (issue 22: toward 0.8x).
+  for (const inFlight of [50, 1])
+    for (const size of TARGET_SIZES)
+      for (const operation of TARGET_OPERATIONS)
+        add(
+          `store level, ${inFlight} in flight: this store / pipelined client`,
+          `${operation} ${size}`,
+          ratioOf(storeCell(store.cells, operation, size, inFlight), OURS, PIPELINED),
+        )
   for (const size of TARGET_SIZES)
     for (const operation of TARGET_OPERATIONS)
       add(
@@ -169,6 +179,14 @@ function targetRows(ratios: Ratio[], store: StoreResults, http: HttpResults): Ro
           least,
         )
   }
+  for (const inFlight of [50, 1])
+    for (const size of TARGET_SIZES)
+      for (const operation of TARGET_OPERATIONS)
+        check(
+          `store ${operation} ${size}, ${inFlight} in flight >= 0.8x pipelined client`,
+          find(`store level, ${inFlight} in flight: this store / pipelined client`, `${operation} ${size}`),
+          0.8,
+        )
   const read = http.cells.find((c) => c.route === 'read')
   const write = http.cells.find((c) => c.route === 'write')
   check('HTTP read req/s >= 1.05x connect-memjs', httpRatio(read, OURS, 'connect-memjs'), 1.05)

@@ -20,9 +20,16 @@ export const TARGET_SIZES = ['200 B', '2 KB'] as const
 export const TARGET_OPERATIONS = ['get', 'set', 'touch'] as const
 /** The contenders that only run at 1 and 50 in flight, at 200 B and 2 KB (they add little elsewhere). */
 const NARROW: readonly ContenderName[] = ['this store (meta)']
-const MAIN_CONTENDERS: readonly ContenderName[] = ['raw memjs', 'this store', 'this store (meta)', 'connect-memjs', 'connect-memcached']
+const MAIN_CONTENDERS: readonly ContenderName[] = [
+  'pipelined client',
+  'raw memjs',
+  'this store',
+  'this store (meta)',
+  'connect-memjs',
+  'connect-memcached',
+]
 /** The contenders of the -t 1, TLS and fixed-count sections. */
-const SINGLE_THREAD_CONTENDERS: readonly ContenderName[] = ['raw memjs', 'this store', 'this store (meta)']
+const SINGLE_THREAD_CONTENDERS: readonly ContenderName[] = ['pipelined client', 'raw memjs', 'this store', 'this store (meta)']
 const TLS_CONTENDERS: readonly ContenderName[] = ['this store', 'this store, TLS', 'this store (meta)', 'this store (meta), TLS']
 const FIXED_COUNT_CONTENDERS: readonly ContenderName[] = ['raw memjs', 'this store']
 
