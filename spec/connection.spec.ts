@@ -87,13 +87,17 @@ describe('a store against a scripted peer', () => {
         const sess = await afterBackoff(() => store.get('swapped'))
         assert.equal(sess?.user, 'ada')
         assert.equal(peer.connections, 2, 'the broken connection was reset and a new one opened')
+        // On the new connection a no-op goes first: the probe of whether the server is back, which
+        // the get waits for.
         assert.deepEqual(
           peer.requests.map((r) => [r.connection, r.key]),
           [
             [1, 'sess:swapped'],
+            [2, ''],
             [2, 'sess:swapped'],
           ],
         )
+        assert.match(peer.requests[1].command, /noop|mn/)
       } finally {
         await store.close()
         await peer.close()

@@ -391,3 +391,33 @@ describe('recovery through Express, 100 KB sessions', () => {
     }
   })
 })
+
+describe('the burst after a restart', () => {
+  it('memcached killed, restarted and left answering for 2 s: a burst of 100 concurrent gets all succeed (they follow the one recovery probe)', async () => {
+    const server = await MemcachedServer.start()
+    const store = createStore({ servers: server.address, prefix: uniquePrefix(), timeout: TIMEOUT, logger: false })
+    try {
+      const sids = Array.from({ length: 100 }, (_, i) => `burst${i}-${Math.random().toString(36).slice(2, 8)}`)
+      for (const sid of sids) await store.set(sid, plainSession({ sid }))
+      await server.kill()
+      // The store learns that the server is down (its circuit opens), then it comes back empty.
+      const down = await Promise.allSettled([store.get(sids[0]), store.get(sids[1])])
+      assert.ok(
+        down.every((result) => result.status === 'rejected'),
+        'the store saw the server down',
+      )
+      await server.restart()
+      await sleep(2000)
+      const burst = await Promise.allSettled(sids.map((sid) => store.get(sid)))
+      const failed = burst.flatMap((result) => (result.status === 'rejected' ? [String((result.reason as Error).message)] : []))
+      assert.deepEqual(failed, [], `${failed.length} of 100 failed`)
+      // Restarted empty: every session is gone, and each get said so rather than fail.
+      assert.ok(burst.every((result) => result.status === 'fulfilled' && result.value === null))
+      assert.equal(store.diagnostics().servers[0].state, 'up')
+      figures.push(`burst after a restart (${PROTOCOL}): 100 concurrent gets, ${failed.length} failed`)
+    } finally {
+      await store.close()
+      await server.stop()
+    }
+  })
+})

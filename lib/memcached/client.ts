@@ -1,21 +1,12 @@
-import type { Connection } from './connection.js'
+import type { Connection, Patience } from './connection.js'
 import type { Failure } from './errors.js'
+import type { Placement } from './ring.js'
 import type { Command, Receiver, Reply, RequestScope, Transport } from './wire.js'
 
 /** What a read found: the value, its CAS and (meta only) the seconds it had left. */
 export type Item = Reply & { value: Buffer }
 
 export type StorageMode = 'set' | 'add' | 'replace'
-
-/** One server of the client. */
-export interface Server {
-  readonly address: string
-  readonly host: string
-  readonly port: number
-  readonly connection: Connection
-  /** Opens text-protocol connections to the server (TLS and token auth as configured), for `lru_crawler metadump`. */
-  readonly lister: Transport
-}
 
 export interface ServerState {
   address: string
@@ -26,17 +17,125 @@ export interface ServerState {
 }
 
 /**
- * A memcached client: which server holds a key, and the commands, their replies turned into results
- * or MemcachedErrors. Every request settles within the configured timeout (see Connection); none is
- * ever retried (a timed-out write may still be applied).
+ * One server and the commands it takes, their replies turned into results or MemcachedErrors. Each
+ * command returns a promise or, given a receiver, hands its outcome to it. `patience` says what a
+ * request does while the server is being probed after a failure: `wait` goes along with the probe
+ * (the default: a caller with one server has nowhere else to go), `refuse` fails at once (a caller
+ * with another copy elsewhere).
+ */
+export class Server {
+  readonly address: string
+  readonly host: string
+  readonly port: number
+  readonly connection: Connection
+  /** Opens text-protocol connections to the server (TLS and token auth as configured), for `lru_crawler metadump`. */
+  readonly lister: Transport
+
+  constructor(host: string, port: number, connection: Connection, lister: Transport) {
+    this.address = `${host}:${port}`
+    this.host = host
+    this.port = port
+    this.connection = connection
+    this.lister = lister
+  }
+
+  get(key: string, scope: RequestScope): Promise<Item | undefined>
+  get(key: string, scope: RequestScope, receiver: Receiver<Item | undefined>, patience?: Patience): void
+  get(key: string, scope: RequestScope, receiver?: Receiver<Item | undefined>, patience?: Patience): Promise<Item | undefined> | undefined {
+    return this.#send({ name: 'get', key }, scope, asItem, receiver, patience)
+  }
+
+  /** Get-and-touch: the item, its expiry moved to `expiry` in the same round trip. */
+  getAndTouch(key: string, expiry: number, scope: RequestScope): Promise<Item | undefined>
+  getAndTouch(key: string, expiry: number, scope: RequestScope, receiver: Receiver<Item | undefined>, patience?: Patience): void
+  getAndTouch(
+    key: string,
+    expiry: number,
+    scope: RequestScope,
+    receiver?: Receiver<Item | undefined>,
+    patience?: Patience,
+  ): Promise<Item | undefined> | undefined {
+    return this.#send({ name: 'gat', key, expiry }, scope, asItem, receiver, patience)
+  }
+
+  /**
+   * SET, ADD or REPLACE; with `cas`, a SET that only succeeds while the item's CAS is unchanged.
+   * Status `ok` (stored; `cas` is the new one), `exists` (ADD found the key, or the CAS did not
+   * match) or `miss` (REPLACE or CAS found no key).
+   */
+  store(mode: StorageMode, key: string, value: Buffer, expiry: number, scope: RequestScope, cas?: bigint): Promise<Reply>
+  store(
+    mode: StorageMode,
+    key: string,
+    value: Buffer,
+    expiry: number,
+    scope: RequestScope,
+    cas: bigint | undefined,
+    receiver: Receiver<Reply>,
+    patience?: Patience,
+  ): void
+  store(
+    mode: StorageMode,
+    key: string,
+    value: Buffer,
+    expiry: number,
+    scope: RequestScope,
+    cas?: bigint,
+    receiver?: Receiver<Reply>,
+    patience?: Patience,
+  ): Promise<Reply> | undefined {
+    return this.#send({ name: cas === undefined ? mode : 'cas', key, value, expiry, cas }, scope, asStorage, receiver, patience)
+  }
+
+  /** DELETE (only while the CAS is unchanged, when given); false when there was nothing to delete. */
+  delete(key: string, scope: RequestScope, cas?: bigint): Promise<boolean>
+  delete(key: string, scope: RequestScope, cas: bigint | undefined, receiver: Receiver<boolean>, patience?: Patience): void
+  delete(key: string, scope: RequestScope, cas?: bigint, receiver?: Receiver<boolean>, patience?: Patience): Promise<boolean> | undefined {
+    return this.#send({ name: 'delete', key, cas }, scope, asFound, receiver, patience)
+  }
+
+  /** A new expiry without rewriting the value; false when the key is missing. */
+  touch(key: string, expiry: number, scope: RequestScope): Promise<boolean>
+  touch(key: string, expiry: number, scope: RequestScope, receiver: Receiver<boolean>, patience?: Patience): void
+  touch(key: string, expiry: number, scope: RequestScope, receiver?: Receiver<boolean>, patience?: Patience): Promise<boolean> | undefined {
+    return this.#send({ name: 'touch', key, expiry }, scope, asFound, receiver, patience)
+  }
+
+  /** A no-op round trip (after authentication), ignoring any back-off. */
+  ping(scope: RequestScope): Promise<void> {
+    return this.connection.request({ name: 'noop', key: '' }, scope, asNothing, 'force')
+  }
+
+  /** Whether the server is answering (its circuit closed). */
+  get up(): boolean {
+    return this.connection.health.failures === 0
+  }
+
+  #send<T>(
+    command: Command,
+    scope: RequestScope,
+    interpret: (reply: Reply) => T,
+    receiver?: Receiver<T>,
+    patience?: Patience,
+  ): Promise<T> | undefined {
+    if (receiver === undefined) return this.connection.request(command, scope, interpret, patience)
+    this.connection.send(command, scope, interpret, receiver, patience)
+    return undefined
+  }
+}
+
+/**
+ * A memcached client: which server holds a key (and which hold its copies), and the commands, sent
+ * to the key's server. Every request settles within the configured timeout (see Connection); none
+ * is ever retried (a timed-out write may still be applied).
  */
 export class MemcachedClient {
   readonly protocol: 'binary' | 'meta'
   readonly servers: readonly Server[]
-  readonly #placement: (key: string) => number
+  readonly #placement: Placement
   readonly #single: Server | undefined
 
-  constructor(protocol: 'binary' | 'meta', servers: readonly Server[], placement: (key: string) => number) {
+  constructor(protocol: 'binary' | 'meta', servers: readonly Server[], placement: Placement) {
     this.protocol = protocol
     this.servers = servers
     this.#placement = placement
@@ -51,7 +150,13 @@ export class MemcachedClient {
   }
 
   serverFor(key: string): Server {
-    return this.#single ?? this.servers[this.#placement(key)]
+    return this.#single ?? this.servers[this.#placement.place(key)]
+  }
+
+  /** The `count` distinct servers that keep copies of a key: its own server first, then the next ones on the ring. */
+  copiesOf(key: string, count: number): Server[] {
+    if (this.#single) return [this.#single]
+    return this.#placement.copies(key, count).map((index) => this.servers[index])
   }
 
   /** The address of the server a key lives on, for messages and traces. */
@@ -59,15 +164,14 @@ export class MemcachedClient {
     return this.serverFor(key).address
   }
 
-  // get, getAndTouch, delete and touch return a promise, or, given a receiver, hand their outcome to it.
-
   get(key: string, scope: RequestScope): Promise<Item | undefined>
   get(key: string, scope: RequestScope, receiver: Receiver<Item | undefined>): void
   get(key: string, scope: RequestScope, receiver?: Receiver<Item | undefined>): Promise<Item | undefined> | undefined {
-    return this.#send({ name: 'get', key }, scope, asItem, receiver)
+    if (receiver === undefined) return this.serverFor(key).get(key, scope)
+    this.serverFor(key).get(key, scope, receiver)
+    return undefined
   }
 
-  /** Get-and-touch: the item, its expiry moved to `expiry` in the same round trip. */
   getAndTouch(key: string, expiry: number, scope: RequestScope): Promise<Item | undefined>
   getAndTouch(key: string, expiry: number, scope: RequestScope, receiver: Receiver<Item | undefined>): void
   getAndTouch(
@@ -76,43 +180,34 @@ export class MemcachedClient {
     scope: RequestScope,
     receiver?: Receiver<Item | undefined>,
   ): Promise<Item | undefined> | undefined {
-    return this.#send({ name: 'gat', key, expiry }, scope, asItem, receiver)
+    if (receiver === undefined) return this.serverFor(key).getAndTouch(key, expiry, scope)
+    this.serverFor(key).getAndTouch(key, expiry, scope, receiver)
+    return undefined
   }
 
-  /**
-   * SET, ADD or REPLACE; with `cas`, a SET that only succeeds while the item's CAS is unchanged.
-   * Status `ok` (stored; `cas` is the new one), `exists` (ADD found the key, or the CAS did not
-   * match) or `miss` (REPLACE or CAS found no key).
-   */
   store(mode: StorageMode, key: string, value: Buffer, expiry: number, scope: RequestScope, cas?: bigint): Promise<Reply> {
-    const name = cas === undefined ? mode : 'cas'
-    return this.serverFor(key).connection.request({ name, key, value, expiry, cas }, scope, asStorage)
+    return this.serverFor(key).store(mode, key, value, expiry, scope, cas)
   }
 
-  /** DELETE (only while the CAS is unchanged, when given); false when there was nothing to delete. */
   delete(key: string, scope: RequestScope, cas?: bigint): Promise<boolean>
   delete(key: string, scope: RequestScope, cas: bigint | undefined, receiver: Receiver<boolean>): void
   delete(key: string, scope: RequestScope, cas?: bigint, receiver?: Receiver<boolean>): Promise<boolean> | undefined {
-    return this.#send({ name: 'delete', key, cas }, scope, asFound, receiver)
+    if (receiver === undefined) return this.serverFor(key).delete(key, scope, cas)
+    this.serverFor(key).delete(key, scope, cas, receiver)
+    return undefined
   }
 
-  /** A new expiry without rewriting the value; false when the key is missing. */
   touch(key: string, expiry: number, scope: RequestScope): Promise<boolean>
   touch(key: string, expiry: number, scope: RequestScope, receiver: Receiver<boolean>): void
   touch(key: string, expiry: number, scope: RequestScope, receiver?: Receiver<boolean>): Promise<boolean> | undefined {
-    return this.#send({ name: 'touch', key, expiry }, scope, asFound, receiver)
-  }
-
-  #send<T>(command: Command, scope: RequestScope, interpret: (reply: Reply) => T, receiver?: Receiver<T>): Promise<T> | undefined {
-    const connection = this.serverFor(command.key).connection
-    if (receiver === undefined) return connection.request(command, scope, interpret)
-    connection.send(command, scope, interpret, receiver)
+    if (receiver === undefined) return this.serverFor(key).touch(key, expiry, scope)
+    this.serverFor(key).touch(key, expiry, scope, receiver)
     return undefined
   }
 
   /** A no-op round trip to one server (after authentication), ignoring any back-off. */
   ping(server: Server, scope: RequestScope): Promise<void> {
-    return server.connection.request({ name: 'noop', key: '' }, scope, asNothing, true)
+    return server.ping(scope)
   }
 
   states(): ServerState[] {

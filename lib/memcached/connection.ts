@@ -24,6 +24,13 @@ const OPEN_MARGIN_MS = 50
  */
 const TLS_NUDGE_MS = 10
 
+/**
+ * How long the recovery probe (a no-op, once the connection is open) may take to be answered: a
+ * server that is back answers within a round trip; one still frozen should not hold the requests
+ * that wait for the probe's outcome for a whole timeout.
+ */
+const PROBE_MIN_MS = 100
+
 const NOOP: Command = { name: 'noop', key: '' }
 const ignore = (): void => {}
 const silent: DebugLog = () => {}
@@ -39,6 +46,13 @@ interface Pending extends Expected {
   resolve(reply: Reply): void
   reject(failure: Failure): void
 }
+
+/**
+ * What a request does while its server is probed after a failure: `wait` goes along with the probe
+ * (its outcome is the probe's), `refuse` fails at once (for a caller with a copy elsewhere), `force`
+ * ignores the back-off altogether (readiness checks).
+ */
+export type Patience = 'wait' | 'refuse' | 'force'
 
 export interface ConnectionOptions {
   transport: Transport
@@ -91,30 +105,34 @@ export class Connection {
   #nudgeTimer: NodeJS.Timeout | undefined
   /** No-ops written to nudge memcached and not yet answered (not requests of the client's callers). */
   #nudges = 0
+  /** The recovery probe in flight (a no-op): requests in `#waiting` go once it is answered. */
+  #probe: Pending | undefined
+  readonly #probeMs: number
 
   constructor(options: ConnectionOptions) {
     this.#options = options
     this.#debug = options.debug ?? silent
     this.#openMargin = Math.min(OPEN_MARGIN_MS, options.timeoutMs / 10)
+    this.#probeMs = Math.min(options.timeoutMs, Math.max(PROBE_MIN_MS, options.timeoutMs / 4))
     this.address = `${options.transport.host}:${options.transport.port}`
   }
 
   /** Requests written or waiting, not yet settled. */
   get inFlight(): number {
-    return this.#written.length - this.#nudges + this.#waiting.length
+    return this.#written.length - this.#nudges - (this.#probe ? 1 : 0) + this.#waiting.length
   }
 
   /** `send`, its outcome as a promise. */
-  request<T>(command: Command, scope: RequestScope, interpret: (reply: Reply) => T, ignoreBackoff = false): Promise<T> {
-    return new Promise<T>((resolve, reject) => this.send(command, scope, interpret, { resolved: resolve, rejected: reject }, ignoreBackoff))
+  request<T>(command: Command, scope: RequestScope, interpret: (reply: Reply) => T, patience: Patience = 'wait'): Promise<T> {
+    return new Promise<T>((resolve, reject) => this.send(command, scope, interpret, { resolved: resolve, rejected: reject }, patience))
   }
 
   /**
    * Sends one command; `interpret` turns its reply into the result (it may throw a Failure: a reply
-   * that refuses the request), which goes to `receiver`. `ignoreBackoff` sends even while the server
-   * is in back-off (readiness checks).
+   * that refuses the request), which goes to `receiver`. `patience`: what it does while the server is
+   * in back-off or being probed.
    */
-  send<T>(command: Command, scope: RequestScope, interpret: (reply: Reply) => T, receiver: Receiver<T>, ignoreBackoff = false): void {
+  send<T>(command: Command, scope: RequestScope, interpret: (reply: Reply) => T, receiver: Receiver<T>, patience: Patience = 'wait'): void {
     if (this.#closed) {
       receiver.rejected(this.error(command.name, { code: 'ECLOSED', reason: 'the client was closed', sent: false }))
       return
@@ -125,8 +143,9 @@ export class Connection {
       receiver.rejected(this.error(command.name, { code: 'ETIMEDOUT', reason, sent: false }))
       return
     }
-    const admission = ignoreBackoff ? 'go' : this.health.admit(now)
-    if (admission === 'refuse') {
+    const admission = patience === 'force' ? 'go' : this.health.admit(now)
+    if (admission === 'probe') this.#startProbe(now)
+    if (admission === 'refuse' || (admission !== 'go' && patience === 'refuse')) {
       const failure = this.#refusal(now)
       // Refused in a later turn of the event loop: a caller that retries on failure must not
       // spin in microtasks and starve the timers and I/O that would let the server recover.
@@ -141,11 +160,15 @@ export class Connection {
       this.#options.protocol.encode(command, this.#opaque),
       scope,
       now + this.#options.timeoutMs,
-      admission === 'probe',
+      false,
       interpret,
       receiver,
     )
-    if (this.#socket !== undefined) {
+    if (admission !== 'go') {
+      // The probe's outcome decides: sent once it is answered, failed with it otherwise.
+      this.#waiting.push(pending)
+      this.#arm(this.#openDue(pending))
+    } else if (this.#socket !== undefined) {
       this.#write(this.#socket, pending)
       this.#arm(pending.at)
     } else {
@@ -182,7 +205,63 @@ export class Connection {
     return this.error(command, this.#explained(failure))
   }
 
+  /**
+   * After the back-off, a no-op tests whether the server is back (whatever request found the
+   * back-off over, and those that arrive meanwhile, wait in `#waiting` for its answer).
+   */
+  #startProbe(now: number): void {
+    this.#opaque = this.#opaque >= 0xfffffff0 ? 1 : this.#opaque + 1
+    const scope: RequestScope = { deadline: Number.POSITIVE_INFINITY, sent: false, answered: false }
+    const receiver: Receiver<void> = {
+      resolved: () => this.#probeAnswered(),
+      rejected: () => {
+        this.#probe = undefined
+      },
+    }
+    const bytes = this.#options.protocol.encode(NOOP, this.#opaque)
+    const probe = new Request(this, NOOP, this.#opaque, bytes, scope, now + this.#options.timeoutMs, true, ignore, receiver)
+    this.#probe = probe
+    this.#debug('%s: probing whether it is back', this.address)
+    if (this.#socket !== undefined) {
+      this.#write(this.#socket, probe)
+      this.#arm(probe.at)
+    } else {
+      this.#waiting.push(probe)
+      this.#open()
+      this.#arm(this.#openDue(probe))
+    }
+  }
+
+  /** The probe was answered (the server is up again): what waited for it goes. */
+  #probeAnswered(): void {
+    this.#probe = undefined
+    const socket = this.#socket
+    if (socket === undefined) return
+    this.#flush(socket, this.#waiting.drain())
+    const head = this.#written.peek()
+    if (head !== undefined) this.#arm(head.at)
+  }
+
+  /**
+   * Writes requests that waited (for the connection to open, or for the probe's answer), in order;
+   * one whose operation's deadline passed meanwhile is never sent (the event loop may have been
+   * blocked past the sweep that would have failed it).
+   */
+  #flush(socket: Socket, waiting: Pending[]): void {
+    if (waiting.length > 1) this.#options.batcher.hold(socket)
+    const now = performance.now()
+    for (const pending of waiting) {
+      if (now < pending.scope.deadline) this.#write(socket, pending)
+      else {
+        const reason = `the operation's ${this.#options.timeoutMs} ms had passed before this request could be sent`
+        pending.reject({ code: 'ETIMEDOUT', reason, sent: false })
+      }
+    }
+  }
+
   #write(socket: Socket, pending: Pending): void {
+    // The probe's answer is due sooner than a request's (PROBE_MIN_MS): counted from when it leaves.
+    if (pending === this.#probe) pending.at = performance.now() + this.#probeMs
     // Requests made while another is in flight leave together at the end of this event-loop turn.
     if (this.#written.length > 0) this.#options.batcher.hold(socket)
     else if (this.#options.transport.secure) this.#progressAt = performance.now()
@@ -262,9 +341,17 @@ export class Connection {
     socket.on('close', () =>
       this.#lost(socket, { code: 'ECONNCLOSED', reason: 'the server closed the connection before answering', sent: true }),
     )
-    const waiting = this.#waiting.drain()
-    if (waiting.length > 1) this.#options.batcher.hold(socket)
-    for (const pending of waiting) this.#write(socket, pending)
+    // While a probe is in flight only it goes: the rest waits for its answer (#probeAnswered).
+    const probe = this.#probe
+    if (probe !== undefined) {
+      const waiting = this.#waiting.drain()
+      for (const pending of waiting) {
+        if (pending === probe) this.#write(socket, pending)
+        else this.#waiting.push(pending)
+      }
+      return
+    }
+    this.#flush(socket, this.#waiting.drain())
   }
 
   /**
@@ -296,11 +383,15 @@ export class Connection {
     const written = this.#written.drain()
     this.#debug('%s: connection closed (%s: %s) with %d request(s) in flight', this.address, failure.code, failure.reason, written.length)
     if (written.length === 0 && failure.code === 'ECONNCLOSED') return // an idle connection closed: the next request reopens
-    this.#failed(
-      failure,
-      written.some((pending) => pending.probe),
-    )
+    const wasProbe = written.some((pending) => pending.probe)
+    this.#failed(failure, wasProbe)
     for (const pending of written) pending.reject(failure)
+    // The probe failed: what waited for its answer fails with it, unsent, as a request refused
+    // during the back-off would (ESERVERDOWN, or the EAUTH or ETLS that explains it).
+    if (wasProbe) {
+      const code = failure.code === 'EAUTH' || failure.code === 'ETLS' ? failure.code : 'ESERVERDOWN'
+      for (const pending of this.#waiting.drain()) pending.reject({ code, reason: failure.reason, sent: false, cause: failure.cause })
+    }
   }
 
   #failWaiting(failure: Failure): void {
@@ -375,12 +466,28 @@ export class Connection {
         !this.#everAnswered && this.#options.silenceHint ? `; nothing ever came back from this server: ${this.#options.silenceHint}` : ''
       this.#lost(this.#socket, {
         code: 'ETIMEDOUT',
-        reason: `no response within ${timeout} ms; the connection was reset${silence}`,
+        reason: `no response within ${head.probe ? this.#probeMs : timeout} ms; the connection was reset${silence}`,
         sent: true,
       })
     }
+    if (this.#probe !== undefined && this.#socket !== undefined) {
+      // The connection is open and the probe unanswered: each request waiting for it gives up on
+      // its own, before its deadline.
+      for (
+        let first = this.#waiting.peek();
+        first !== undefined && first !== this.#probe && this.#openDue(first) <= now;
+        first = this.#waiting.peek()
+      ) {
+        this.#waiting.shift()
+        first.reject({
+          code: 'ESERVERDOWN',
+          reason: `the server failed and has not answered the probe since, for ${Math.round(now - (first.at - timeout))} ms`,
+          sent: false,
+        })
+      }
+    }
     const first = this.#waiting.peek()
-    if (first !== undefined && this.#openDue(first) <= now) {
+    if (first !== undefined && this.#socket === undefined && this.#openDue(first) <= now) {
       const stage = this.#opening?.stage ?? 'connecting'
       this.#opening?.abort()
       this.#opening = undefined

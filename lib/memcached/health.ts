@@ -2,12 +2,15 @@
 export const BACKOFF_MIN_MS = 50
 export const BACKOFF_MAX_MS = 1000
 
-export type Admission = 'go' | 'probe' | 'refuse'
+/** `follow`: a probe is in flight; the request may go along with it (its outcome will be the probe's). */
+export type Admission = 'go' | 'probe' | 'follow' | 'refuse'
 
 /**
  * One server's circuit breaker. Once a request to the server fails at the connection level, the
  * others are refused at once for a back-off period instead of each paying a timeout; then one request
- * goes through as a probe, and its outcome closes the breaker or doubles the back-off.
+ * goes through as a probe, and its outcome closes the breaker or doubles the back-off. Requests that
+ * arrive while the probe is in flight may follow it rather than fail: when a server comes back, a
+ * burst of requests then succeeds with the probe instead of failing beside it.
  */
 export class ServerHealth {
   failures = 0
@@ -25,7 +28,8 @@ export class ServerHealth {
 
   admit(now: number): Admission {
     if (this.failures === 0) return 'go'
-    if (now < this.downUntil || this.probing) return 'refuse'
+    if (now < this.downUntil) return 'refuse'
+    if (this.probing) return 'follow'
     this.probing = true
     return 'probe'
   }

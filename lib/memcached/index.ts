@@ -2,17 +2,18 @@
 // this folder knows about sessions; failures come back as MemcachedErrors (plain facts), and the
 // layer above words them.
 import { binaryProtocol } from './binary.js'
-import { MemcachedClient, type Server } from './client.js'
+import { MemcachedClient, Server } from './client.js'
 import type { ClientConfig } from './config.js'
 import { Connection } from './connection.js'
 import { MemjsTransport } from './memjs.js'
 import { metaProtocol } from './meta.js'
-import { consistentPlacement } from './ring.js'
+import { consistentPlacement, customPlacement } from './ring.js'
 import { TextTransport } from './text-transport.js'
 import { WriteBatcher } from './write-batcher.js'
 
-export { type Item, MemcachedClient, type Server, type ServerState, type StorageMode } from './client.js'
+export { type Item, MemcachedClient, Server, type ServerState, type StorageMode } from './client.js'
 export type { ClientConfig, Credentials, DebugLog, Hints, ServerConfig, StateListener } from './config.js'
+export type { Patience } from './connection.js'
 export { metadump } from './crawler.js'
 export { type FailureCode, MemcachedError } from './errors.js'
 export { MAX_EXPIRY, type Receiver, type Reply, type RequestScope } from './wire.js'
@@ -33,31 +34,25 @@ export function createClient(config: ClientConfig): MemcachedClient {
       config.protocol === 'meta'
         ? new TextTransport(endpoint, config.tls, credentials, credentialsHint)
         : new MemjsTransport(endpoint, config.tls, credentials, credentialsHint)
-    return {
-      address: `${host}:${port}`,
-      host,
-      port,
-      connection: new Connection({
-        transport,
-        protocol,
-        timeoutMs: config.timeout,
-        batcher,
-        onStateChange: config.onStateChange,
-        debug: config.debug,
-        refusedHint: config.hints?.refused,
-        silenceHint: silence,
-      }),
-      // Listing keys is a text command: SASL credentials are not token credentials.
-      lister: new TextTransport(endpoint, config.tls, config.protocol === 'meta' ? credentials : undefined, credentialsHint),
-    }
+    const connection = new Connection({
+      transport,
+      protocol,
+      timeoutMs: config.timeout,
+      batcher,
+      onStateChange: config.onStateChange,
+      debug: config.debug,
+      refusedHint: config.hints?.refused,
+      silenceHint: silence,
+    })
+    // Listing keys is a text command: SASL credentials are not token credentials.
+    const lister = new TextTransport(endpoint, config.tls, config.protocol === 'meta' ? credentials : undefined, credentialsHint)
+    return new Server(host, port, connection, lister)
   })
   const ring = consistentPlacement(
     servers.map((server) => server.address),
     config.servers.map((server) => server.weight),
   )
-  const custom = config.placement
-  // A placement that returns no valid index falls back to the ring rather than to no server.
-  const placement = custom ? (key: string) => (servers[custom(key)] === undefined ? ring(key) : custom(key)) : ring
+  const placement = config.placement ? customPlacement(config.placement, servers.length, ring) : ring
   return new MemcachedClient(config.protocol, servers, placement)
 }
 

@@ -580,7 +580,7 @@ export async function tricklingServer(options: TricklingServerOptions = {}): Pro
 
 /**
  * A meta-protocol server that answers `mg` well-framed but with a CAS (`c`) or TTL (`t`) that is not
- * a number, for the keys ending in bad-cas and bad-ttl; any other key is a miss.
+ * a number, for the keys ending in bad-cas and bad-ttl; any other key is a miss, and `mn` (the recovery probe) is answered.
  */
 export async function malformedMetaPeer(): Promise<{ address: string; close(): Promise<void> }> {
   const port = await freePort()
@@ -596,7 +596,8 @@ export async function malformedMetaPeer(): Promise<{ address: string; close(): P
         const [command, key, ...flags] = input.slice(0, end).split(' ')
         input = input.slice(end + 2)
         const opaque = flags.find((flag) => flag.startsWith('O')) ?? ''
-        if (command !== 'mg') socket.write('ERROR\r\n')
+        if (command === 'mn') socket.write('MN\r\n')
+        else if (command !== 'mg') socket.write('ERROR\r\n')
         else if (key.endsWith('bad-cas')) socket.write(`VA 2 cnot-a-cas t-1 k${key} ${opaque}\r\nhi\r\n`)
         else if (key.endsWith('bad-ttl')) socket.write(`VA 2 c1 tsoon k${key} ${opaque}\r\nhi\r\n`)
         else socket.write(`EN k${key} ${opaque}\r\n`)
