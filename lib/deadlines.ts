@@ -11,10 +11,12 @@ export interface Deadlined<T> {
 }
 
 /**
- * Deadlines of operations in flight. Every operation gets the same timeout, so deadlines expire in
- * the order operations began: a list in that order, and one timer for the oldest, are enough,
- * however many are in flight. The list runs through the items themselves: a long-lived Map would
- * keep finished operations reachable after its rehashes (docs/internals.md).
+ * Deadlines of operations in flight, in deadline order, with one timer for the earliest. Operations
+ * all get the same timeout, so a new one goes to the end of the list at once (constant time however
+ * many are in flight); an item with an earlier deadline than the newest (a replicated request's
+ * patience, counted from its operation's start) is walked back into place. The list runs through the
+ * items themselves: a long-lived Map would keep finished operations reachable after its rehashes
+ * (docs/internals.md).
  */
 export class Deadlines<T extends Deadlined<T>> {
   readonly #timeoutMs: number
@@ -23,6 +25,8 @@ export class Deadlines<T extends Deadlined<T>> {
   #newest: T | undefined
   #size = 0
   #timer: NodeJS.Timeout | undefined
+  /** When `#timer` fires (performance.now() time). */
+  #timerAt = Number.POSITIVE_INFINITY
   #onEmpty: (() => void) | undefined
 
   constructor(timeoutMs: number, onExpired: (item: T) => void) {
@@ -36,13 +40,23 @@ export class Deadlines<T extends Deadlined<T>> {
 
   add(item: T): void {
     item.pending = true
-    item.earlier = this.#newest
-    item.later = undefined
-    if (this.#newest === undefined) this.#oldest = item
-    else this.#newest.later = item
-    this.#newest = item
+    let before = this.#newest
+    while (before !== undefined && before.deadline > item.deadline) before = before.earlier
+    item.earlier = before
+    item.later = before === undefined ? this.#oldest : before.later
+    if (before === undefined) this.#oldest = item
+    else before.later = item
+    if (item.later === undefined) this.#newest = item
+    else item.later.earlier = item
     this.#size++
-    this.#timer ??= setTimeout(this.#fire, this.#timeoutMs)
+    if (this.#timer === undefined) {
+      this.#timerAt = performance.now() + this.#timeoutMs
+      this.#timer = setTimeout(this.#fire, this.#timeoutMs)
+    } else if (item.deadline < this.#timerAt) {
+      clearTimeout(this.#timer)
+      this.#timerAt = item.deadline
+      this.#timer = setTimeout(this.#fire, Math.max(1, Math.ceil(item.deadline - performance.now())))
+    }
   }
 
   has(item: Deadlined<T>): boolean {
@@ -95,9 +109,11 @@ export class Deadlines<T extends Deadlined<T>> {
 
   #sweep = (): void => {
     this.#timer = undefined
+    this.#timerAt = Number.POSITIVE_INFINITY
     const now = performance.now()
     for (let item = this.#oldest; item !== undefined; item = this.#oldest) {
       if (item.deadline > now) {
+        this.#timerAt = item.deadline
         this.#timer = setTimeout(this.#fire, Math.max(1, Math.ceil(item.deadline - now)))
         return
       }

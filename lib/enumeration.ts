@@ -8,8 +8,13 @@ export interface EnumerationSource {
   /** Idle timeout of a dump, and how long a busy crawler is waited for. */
   timeoutMs: number
   servers: readonly Server[]
-  /** The address of the server that owns a key (where get and destroy go). */
-  addressFor(key: string): string
+  /** The addresses of the servers that keep a key's copies (its own first; one without `replicas`). */
+  copiesOf(key: string): string[]
+  /**
+   * With `replicas`, a key's newest copy may be a tombstone (a logout): a key is then counted without
+   * reading it only when every copy listed is too large to be one.
+   */
+  replicated: boolean
   /** True when memcached's expiry does not follow the cookie (a `ttl` function): every value is then read. */
   expiryIgnoresCookie: boolean
   /** How long `genid`'s placeholders live: keys expiring that soon are read, since they may be one. */
@@ -21,9 +26,18 @@ export interface EnumerationSource {
 
 interface Listed {
   sid: string
-  /** memcached's expiry in Unix seconds, -1 for none. */
+  /** memcached's expiry in Unix seconds, -1 for none (the latest of its copies'). */
   exp: number
+  /** Whether a copy listed is small enough to be a tombstone or a placeholder (replicas). */
+  small: boolean
 }
+
+/**
+ * An item this small (memcached's size: header, key and value) may hold a tombstone or a placeholder
+ * rather than a session: its header takes about 56 bytes besides the key, a tombstone's value 10, a
+ * placeholder's 35, and the smallest session's (its cookie alone) more than 80.
+ */
+const SMALL_ITEM_BYTES = 56 + 80
 
 /** Sessions read or deleted at once; the rest wait, so that none of them times out in a queue. */
 const CONCURRENCY = 64
@@ -74,10 +88,10 @@ export class SessionEnumeration {
     const listed = await this.#list(operation)
     const now = Date.now() / 1000
     const horizon = Math.max(DOUBT_SECONDS, this.#source.placeholderSeconds + 1)
-    const doubtful = (exp: number) => this.#source.expiryIgnoresCookie || (exp !== -1 && exp - now <= horizon)
+    const doubtful = ({ exp, small }: Listed) => this.#source.expiryIgnoresCookie || small || (exp !== -1 && exp - now <= horizon)
     const live: string[] = []
     const toRead: string[] = []
-    for (const { sid, exp } of listed) (doubtful(exp) ? toRead : live).push(sid)
+    for (const item of listed) (doubtful(item) ? toRead : live).push(item.sid)
     await forEachLimited(toRead, async (sid) => {
       if (await this.#source.get(sid)) live.push(sid)
     })
@@ -113,13 +127,18 @@ export class SessionEnumeration {
     const servers = this.#source.servers
     const perServer = await Promise.all(servers.map((server) => this.#queued(server, () => this.#dumpWhenFree(server, operation))))
     const now = Date.now() / 1000
-    // Each key counts once: memcached does not promise that a crawl visits an item only once.
-    const seen = new Set<string>()
-    return perServer.flat().filter(({ sid, exp }) => {
-      if (seen.has(sid)) return false
-      seen.add(sid)
-      return withExpired || exp === -1 || exp > now
-    })
+    // Each key counts once: a key has a copy on several servers (replicas), and memcached does not
+    // promise that a crawl visits an item only once.
+    const byId = new Map<string, Listed>()
+    for (const item of perServer.flat()) {
+      const seen = byId.get(item.sid)
+      if (seen === undefined) byId.set(item.sid, item)
+      else {
+        seen.exp = seen.exp === -1 || item.exp === -1 ? -1 : Math.max(seen.exp, item.exp)
+        seen.small ||= item.small
+      }
+    }
+    return [...byId.values()].filter(({ exp }) => withExpired || exp === -1 || exp > now)
   }
 
   async #dumpWhenFree(server: Server, operation: Operation): Promise<Listed[]> {
@@ -148,6 +167,7 @@ export class SessionEnumeration {
   async #dump(server: Server, operation: Operation): Promise<Listed[]> {
     const { prefix, timeoutMs } = this.#source
     const address = server.address
+    const { replicated } = this.#source
     const single = this.#source.servers.length === 1
     const listed: Listed[] = []
     await metadump({
@@ -155,12 +175,16 @@ export class SessionEnumeration {
       idleTimeoutMs: timeoutMs,
       deadlineMs: DUMP_DEADLINE_TIMEOUTS * timeoutMs,
       signal: this.#abort.signal,
-      onKey: ({ key, exp }) => {
+      onKey: ({ key, exp, size }) => {
         if (!isSessionKey(key, prefix)) return
-        // A copy left on a server that no longer owns the key (the server list changed) is
+        // A copy left on a server that keeps none of the key's copies (the server list changed) is
         // invisible to get and destroy: it is not a session of this store.
-        if (!single && this.#source.addressFor(key) !== address) return
-        listed.push({ sid: key.slice(prefix.length), exp })
+        if (!single && !this.#source.copiesOf(key).includes(address)) return
+        listed.push({
+          sid: key.slice(prefix.length),
+          exp,
+          small: replicated && size > 0 && size - Buffer.byteLength(key) < SMALL_ITEM_BYTES,
+        })
       },
     })
     debug('%s: %s found %d key(s) of this store', address, operation, listed.length)

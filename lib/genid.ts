@@ -27,7 +27,8 @@ const MAX_TAKEN_IN_A_ROW = 64
 
 export interface Reservation {
   sid: string
-  cas: bigint
+  /** The CAS of the placeholder on each copy (`replicas`), undefined where it could not be written; the first is the key's own server's. */
+  copies: Array<bigint | undefined>
   /** When the placeholder was written (performance.now()). */
   at: number
 }
@@ -35,10 +36,10 @@ export interface Reservation {
 export interface ReserverOptions {
   prefix: string
   generate: () => string
-  /** ADDs the placeholder under the ID's key: its CAS, 'taken' when the key exists, or a rejection. */
-  reserve(sid: string, key: string): Promise<bigint | 'taken'>
+  /** ADDs the placeholder under the ID's key on each copy: their CAS, 'taken' when the key exists, or a rejection. */
+  reserve(sid: string, key: string): Promise<Array<bigint | undefined> | 'taken'>
   /** Deletes a placeholder that will not be used (on close). */
-  release(sid: string, key: string, cas: bigint): Promise<unknown>
+  release(sid: string, key: string, copies: Array<bigint | undefined>): Promise<unknown>
   log: BurstLog
 }
 
@@ -106,7 +107,7 @@ export class ReservedIds {
     await Promise.allSettled(this.#inFlight)
     const unused = this.#pool.splice(0)
     const { prefix, release } = this.#options
-    await Promise.allSettled(unused.map(({ sid, cas }) => release(sid, prefix + sid, cas)))
+    await Promise.allSettled(unused.map(({ sid, copies }) => release(sid, prefix + sid, copies)))
   }
 
   #target(): number {
@@ -162,7 +163,7 @@ export class ReservedIds {
         } else {
           this.#takenInARow = 0
           if (this.#closed) return this.#options.release(sid, this.#options.prefix + sid, outcome).catch(() => {})
-          this.#pool.push({ sid, cas: outcome, at })
+          this.#pool.push({ sid, copies: outcome, at })
         }
         this.#refill()
       },
@@ -214,7 +215,7 @@ function isStale(reservation: Reservation, now: number): boolean {
 /** A pool that reserves IDs under `prefix` on `memcached`: an ADD of the placeholder each, with the store's timeout. */
 export function reservedIdsOn(
   client: MemcachedClient,
-  options: { prefix: string; timeoutMs: number; generate: () => string; log: BurstLog },
+  options: { prefix: string; timeoutMs: number; generate: () => string; log: BurstLog; copies: number },
 ): ReservedIds {
   const scope = () => ({ deadline: performance.now() + options.timeoutMs, sent: false, answered: false })
   return new ReservedIds({
@@ -222,10 +223,19 @@ export function reservedIdsOn(
     generate: options.generate,
     log: options.log,
     reserve: async (_sid, key) => {
-      const added = await client.store('add', key, PLACEHOLDER, RESERVATION_TTL_SECONDS, scope())
-      return added.status === 'ok' ? added.cas : 'taken'
+      const servers = client.copiesOf(key, options.copies)
+      const added = await Promise.allSettled(
+        servers.map((server) => server.store('add', key, PLACEHOLDER, RESERVATION_TTL_SECONDS, scope())),
+      )
+      if (added.some((result) => result.status === 'fulfilled' && result.value.status !== 'ok')) return 'taken'
+      // With copies, a server that cannot be reached is no reason not to hand the ID out: the others hold it.
+      if (added.every((result) => result.status === 'rejected')) throw (added[0] as PromiseRejectedResult).reason
+      return added.map((result) => (result.status === 'fulfilled' ? result.value.cas : undefined))
     },
-    release: (_sid, key, cas) => client.delete(key, scope(), cas),
+    release: (_sid, key, copies) => {
+      const servers = client.copiesOf(key, options.copies)
+      return Promise.allSettled(copies.map((cas, i) => (cas === undefined ? undefined : servers[i].delete(key, scope(), cas))))
+    },
   })
 }
 

@@ -69,6 +69,8 @@ export class SessionLoader {
   readonly #options: LoaderOptions
   /** The longest lifetime (seconds, 0 for none) of the sessions written or touched: what reads extend sessions by. */
   #longest: number | undefined
+  /** The longest lifetime of the sessions read (for tombstones only). */
+  #longestRead: number | undefined
 
   constructor(options: LoaderOptions) {
     this.#options = options
@@ -79,6 +81,27 @@ export class SessionLoader {
     const { ttl } = this.#options
     const renewed = typeof ttl === 'function' ? seconds : renewedLifetimeSeconds(sess, ttl)
     if (renewed >= 0 && (this.#longest === undefined || !outlasts(this.#longest, renewed))) this.#longest = renewed
+  }
+
+  /**
+   * How long a tombstone must live (seconds, 0 for ever): as long as any session it may stand for
+   * could (the longest lifetime written, touched or read here, and the `ttl` option's).
+   */
+  tombstoneSeconds(): number {
+    const { ttl } = this.#options
+    let longest = typeof ttl === 'number' ? ttl : 86_400
+    for (const seconds of [this.#longest, this.#longestRead]) {
+      if (seconds !== undefined && !outlasts(longest, seconds)) longest = seconds
+    }
+    return longest
+  }
+
+  /** Notes the lifetime of a session read (for tombstones): its renewed lifetime. */
+  #noteRead(sess: SessionData): void {
+    const { ttl } = this.#options
+    if (typeof ttl === 'function') return
+    const renewed = renewedLifetimeSeconds(sess, ttl)
+    if (renewed >= 0 && (this.#longestRead === undefined || !outlasts(this.#longestRead, renewed))) this.#longestRead = renewed
   }
 
   /** The lifetime a read extends sessions by, or undefined for a plain GET (listings, `disableTouch`, nothing written yet). */
@@ -97,12 +120,19 @@ export class SessionLoader {
    * A loaded item as a session (remembering its CAS and text for the next save), or null when it is
    * not a live one. A session found expired after a get-and-touch extended it is deleted (if still
    * unchanged), so that the read does not keep it alive; one extended longer than its own lifetime
-   * is set back to it.
+   * is set back to it. With replicas, `value` is the newest copy's payload and `copies` what the
+   * next save needs of every copy.
    */
-  toSession(item: Item, op: OperationContext, extension: Extension = NOT_EXTENDED): Loaded {
+  toSession(
+    value: Buffer,
+    cas: bigint,
+    op: OperationContext,
+    extension: Extension = NOT_EXTENDED,
+    copies?: { cas: Array<bigint | undefined>; version: number },
+  ): Loaded {
     const { codec, origins, log, ttl } = this.#options
-    if (isPlaceholder(item.value)) return { sess: null, followUp: undefined }
-    const decoded = codec.decode(item.value, op.key, op)
+    if (isPlaceholder(value)) return { sess: null, followUp: undefined }
+    const decoded = codec.decode(value, op.key, op)
     if (!decoded.ok) {
       debug('decode failure: %s is not a session (%s)', op.subject, decoded.reason)
       log.report('decode', `the stored value of ${op.subject} is not a session (${decoded.reason}); it was treated as no session`)
@@ -110,7 +140,7 @@ export class SessionLoader {
     }
     const storedExpiry = cookieExpiry(decoded.sess)
     if (expiredAt(storedExpiry)) {
-      return { sess: null, followUp: extension.until === 0 ? undefined : { what: 'delete', cas: item.cas } }
+      return { sess: null, followUp: extension.until === 0 ? undefined : { what: 'delete', cas } }
     }
     let extendedUntil = extension.until
     let followUp: FollowUp | undefined
@@ -126,7 +156,17 @@ export class SessionLoader {
       }
     }
     const storedMaxAge = originalMaxAge(decoded.sess)
-    origins.remember(decoded.sess, { key: op.key, cas: item.cas, text: decoded.text, storedExpiry, storedMaxAge, extendedUntil })
+    this.#noteRead(decoded.sess)
+    origins.remember(decoded.sess, {
+      key: op.key,
+      cas,
+      text: decoded.text,
+      storedExpiry,
+      storedMaxAge,
+      extendedUntil,
+      copies: copies?.cas,
+      version: copies?.version,
+    })
     return { sess: decoded.sess, followUp }
   }
 }

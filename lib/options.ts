@@ -129,6 +129,14 @@ export interface MemcacheStoreOptions {
    * @default 24 random bytes in base64url, as express-session's own IDs
    */
   generateId?: () => string
+  /**
+   * How many more servers keep a copy of each session, besides its own: 1 keeps two copies, on the
+   * key's server and the next distinct one on the ring. With copies, no session is lost when one
+   * server dies, freezes or restarts empty, and a logout stays final (see docs/clusters.md). At most
+   * the number of servers minus one.
+   * @default 0
+   */
+  replicas?: number
 }
 
 /** One server, parsed: credentials from the address itself win over `username`/`password`. */
@@ -156,6 +164,7 @@ export interface ResolvedOptions {
   logger: Logger | undefined
   secrets: SecretKeyring | undefined
   generateId: () => string
+  replicas: number
 }
 
 /** Every default, in one place. */
@@ -170,6 +179,7 @@ export const DEFAULTS = {
   merge: true,
   timeout: 1000,
   maxItemSize: 1_048_576,
+  replicas: 0,
 } as const
 
 export const DEFAULT_SERVER = 'localhost:11211'
@@ -201,6 +211,7 @@ const KNOWN_OPTIONS = {
   logger: true,
   secret: true,
   generateId: true,
+  replicas: true,
 } as const satisfies Record<keyof MemcacheStoreOptions, true>
 
 /** Every option's name, as the README's table must list them. */
@@ -286,6 +297,13 @@ export function resolveOptions(options: MemcacheStoreOptions = {}, env: NodeJS.P
   const generateId = options.generateId ?? randomSessionId
   if (typeof generateId !== 'function')
     throw new TypeError(`Expected \`generateId\` to be a function returning a session ID, got ${quote(generateId)}`)
+  const replicas = options.replicas ?? DEFAULTS.replicas
+  if (!(Number.isSafeInteger(replicas) && replicas >= 0 && replicas < list.length)) {
+    const most = list.length - 1
+    throw new TypeError(
+      `Expected \`replicas\` to be a whole number from 0 to ${most} (the number of servers minus one: each copy needs a server of its own), got ${quote(replicas)}`,
+    )
+  }
   if (logger !== undefined && logger !== false && typeof (logger as Logger | null)?.warn !== 'function') {
     throw new TypeError(`Expected \`logger\` to have a \`warn\` method, or to be false, got ${quote(logger)}`)
   }
@@ -309,6 +327,7 @@ export function resolveOptions(options: MemcacheStoreOptions = {}, env: NodeJS.P
     logger: logger === false ? undefined : (logger ?? console),
     secrets: options.secret === undefined ? undefined : checkSecret(options.secret),
     generateId,
+    replicas,
   }
 }
 

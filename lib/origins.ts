@@ -12,6 +12,9 @@ export interface Origin {
   storedMaxAge: number | null
   /** Until when a get-and-touch already extended memcached's expiry (ms since the epoch); 0 when it did not. */
   extendedUntil: number
+  /** With replicas: each copy's CAS as read or written (undefined where the copy was missing or unanswered), and the version. */
+  copies?: Array<bigint | undefined>
+  version?: number
 }
 
 const DESCRIPTOR: PropertyDescriptor = { value: undefined, writable: true, configurable: true, enumerable: false }

@@ -11,7 +11,7 @@ import type { OperationContext } from './runner.js'
 import { type Lifetime, memcachedExpiry, originalMaxAge } from './ttl.js'
 
 /** A save that keeps losing CAS races gives up after this many merges rather than retry forever. */
-const MAX_MERGES = 5
+export const MAX_MERGES = 5
 
 /** What the ways of saving share: the bytes to write, their text, and memcached's expiry. */
 export interface Encoded {
@@ -58,7 +58,7 @@ export class SessionWriter {
    */
   async saveNew(op: OperationContext, sess: object, encoded: Encoded, reservation?: Reservation): Promise<WriteKind> {
     let added = reservation
-      ? await this.#write('set', op, encoded.value, encoded.expiry, reservation.cas)
+      ? await this.#write('set', op, encoded.value, encoded.expiry, reservation.copies[0])
       : await this.#write('add', op, encoded.value, encoded.expiry)
     // The placeholder expired before the first save (a very slow request): the ID is checked with ADD after all.
     if (reservation && added.status === 'miss') added = await this.#write('add', op, encoded.value, encoded.expiry)
@@ -108,7 +108,7 @@ export class SessionWriter {
     if (!this.#merge) {
       const replaced = await this.#write('replace', op, encoded.value, encoded.expiry)
       if (replaced.status !== 'ok') return 'none'
-      this.#update(origin, replaced.cas, encoded, true)
+      this.update(origin, replaced.cas, encoded, true)
       return 'replaced'
     }
     let value = encoded.value
@@ -119,35 +119,54 @@ export class SessionWriter {
         if (written.status === 'ok') {
           // After a merge the request's own session object lacks the other request's changes: its
           // next save must merge again rather than overwrite them.
-          this.#update(origin, written.cas, encoded, merges === 0)
+          this.update(origin, written.cas, encoded, merges === 0)
           return merges === 0 ? 'cas' : 'merged'
         }
         if (written.status === 'miss') return 'none'
         debug('cas retry: %s changed since this request read it (attempt %d)', op.subject, merges + 1)
       }
-      if (merges === MAX_MERGES) {
-        const reason = `gave up after ${MAX_MERGES} merges: other requests kept changing the session; nothing was written`
-        throw new MemcacheStoreError('ECONFLICT', op.operation, `memcached cas of ${op.subject} ${reason}`, {
-          server: this.#client.addressFor(op.key),
-          session: op.subject,
-          reason,
-          sent: true,
-        })
-      }
+      if (merges === MAX_MERGES) throw this.conflict(op)
       const current = await this.#client.get(op.key, op.scope)
       if (current === undefined) return 'none'
-      const theirs = this.#codec.decode(current.value, op.key, op)
-      // The other writer's session expired meanwhile: it is gone, and this save must not revive it.
-      if (theirs.ok && hasExpired(theirs.sess)) return 'none'
-      this.#counters.merges++
-      debug('merge: %s is saved over the changes of another request', op.subject)
-      const mine = this.#codec.parseFields(encoded.text)
-      const merged = theirs.ok
-        ? mergeSessions(this.#codec.parseFields(origin.text), mine, theirs.sess as unknown as Record<string, unknown>)
-        : mine
-      value = this.#codec.encode(merged as unknown as SessionData, op.key, op).value
+      const merged = this.mergedWith(op, origin, encoded, current.value)
+      if (merged === undefined) return 'none'
+      value = merged
       cas = current.cas
     }
+  }
+
+  /**
+   * What a save that lost a race writes next: its changes merged at the top level into what the
+   * other writer stored (`theirs`, their bytes), or undefined when theirs has expired meanwhile (it
+   * is gone, and this save must not revive it).
+   */
+  mergedWith(op: OperationContext, origin: Origin, encoded: Encoded, theirs: Buffer): Buffer | undefined {
+    const stored = this.#codec.decode(theirs, op.key, op)
+    if (stored.ok && hasExpired(stored.sess)) return undefined
+    this.#counters.merges++
+    debug('merge: %s is saved over the changes of another request', op.subject)
+    const mine = this.#codec.parseFields(encoded.text)
+    const merged = stored.ok
+      ? mergeSessions(this.#codec.parseFields(origin.text), mine, stored.sess as unknown as Record<string, unknown>)
+      : mine
+    return this.#codec.encode(merged as unknown as SessionData, op.key, op).value
+  }
+
+  /** What stored bytes hold, as a session; undefined when they are not one. */
+  peek(value: Buffer, op: OperationContext): SessionData | undefined {
+    const decoded = this.#codec.decode(value, op.key, op)
+    return decoded.ok ? decoded.sess : undefined
+  }
+
+  /** A save that kept losing races gives up. */
+  conflict(op: OperationContext): MemcacheStoreError {
+    const reason = `gave up after ${MAX_MERGES} merges: other requests kept changing the session; nothing was written`
+    return new MemcacheStoreError('ECONFLICT', op.operation, `memcached cas of ${op.subject} ${reason}`, {
+      server: this.#client.addressFor(op.key),
+      session: op.subject,
+      reason,
+      sent: true,
+    })
   }
 
   /** Every write of a session value: counted, then sent. */
@@ -156,7 +175,8 @@ export class SessionWriter {
     return this.#client.store(mode, op.key, value, expiry, op.scope, cas)
   }
 
-  #update(origin: Origin, cas: bigint, encoded: Encoded, keepCas: boolean): void {
+  /** What the origin of a saved session says after the write: its new CAS (none after a merge: the next save merges again), text and cookie. */
+  update(origin: Origin, cas: bigint, encoded: Encoded, keepCas: boolean): void {
     origin.cas = keepCas ? cas : undefined
     origin.text = encoded.text
     origin.storedExpiry = encoded.cookieExpiry

@@ -1,8 +1,9 @@
 import session, { type SessionData } from 'express-session'
 import { SessionCodec } from './codec.js'
+import type { CopyOutcome } from './copies.js'
 import { SessionCipher } from './crypto.js'
 import { SessionEnumeration } from './enumeration.js'
-import { describeThrown, storeError } from './errors.js'
+import { describeThrown, MemcacheStoreError, storeError } from './errors.js'
 import { type ReservedIds, reservedIdsOn } from './genid.js'
 import { type Extension, type FollowUp, SessionLoader } from './loading.js'
 import { BurstLog } from './log.js'
@@ -12,6 +13,7 @@ import { clientHints, type MemcacheStoreOptions, type ResolvedOptions, resolveOp
 import { type Origin, Origins } from './origins.js'
 import { checkReady } from './readiness.js'
 import { RecentTouches } from './recent-touches.js'
+import { type CopyFix, ReplicatedSessions, type ReplicationCounters } from './replicated.js'
 import { RESERVATION_TTL_SECONDS } from './reservations.js'
 import { type Callback, type OperationContext, OperationRunner } from './runner.js'
 import { SessionWriter } from './saving.js'
@@ -28,6 +30,8 @@ export class MemcacheStore extends session.Store {
   readonly #loader: SessionLoader
   /** What every read needs (see Read). */
   readonly #reading: ReadParts
+  /** With `replicas`: the copies of each session. */
+  readonly #replicas: ReplicatedSessions | undefined
   readonly #log: BurstLog
   readonly #enumeration: SessionEnumeration
   readonly #recentTouches: RecentTouches | undefined
@@ -80,12 +84,27 @@ export class MemcacheStore extends session.Store {
       disableTouch: resolved.disableTouch,
     })
     this.#reading = { loader: this.#loader, followUp: (sid, followUp) => this.#followUp(sid, followUp) }
+    this.#replicas =
+      resolved.replicas > 0
+        ? new ReplicatedSessions({
+            client: this.#client,
+            copies: 1 + resolved.replicas,
+            timeoutMs: resolved.timeout,
+            loader: this.#loader,
+            writer: this.#writer,
+            origins: this.#origins,
+            counters: this.#counters,
+            merge: resolved.merge,
+            ttl: resolved.ttl,
+          })
+        : undefined
     this.#serverList = this.#client.servers.map((server) => server.address).join(',')
     this.#enumeration = new SessionEnumeration({
       prefix: this.prefix,
       timeoutMs: resolved.timeout,
       servers: this.#client.servers,
-      addressFor: (key) => this.#client.addressFor(key),
+      copiesOf: (key) => this.#client.copiesOf(key, 1 + resolved.replicas).map((server) => server.address),
+      replicated: resolved.replicas > 0,
       expiryIgnoresCookie: typeof resolved.ttl === 'function',
       placeholderSeconds: RESERVATION_TTL_SECONDS,
       // Listing reads sessions without extending them.
@@ -104,7 +123,27 @@ export class MemcacheStore extends session.Store {
   }
 
   #get(sid: string, callback: Callback<SessionData | null> | undefined, extend: boolean, internal = false): Promise<SessionData | null> {
-    return this.#runner.run(new Read(this.#reading, sid, callback, this.#loader.extension(extend), internal))
+    const lifetime = this.#loader.extension(extend)
+    const replicas = this.#replicas
+    if (replicas === undefined) return this.#runner.run(new Read(this.#reading, sid, callback, lifetime, internal))
+    let extension: Extension | undefined
+    return this.#runner.run<CopyOutcome<Item | undefined>[] | undefined, SessionData | null>({
+      operation: 'get',
+      sid,
+      callback,
+      internal,
+      fallback: undefined,
+      work: (op) => {
+        if (lifetime !== undefined) extension = { until: Date.now() + lifetime * 1000, seconds: lifetime }
+        return replicas.read(op, lifetime)
+      },
+      finish: (outcomes, op) => {
+        if (outcomes === undefined || op === undefined) return null
+        const { sess, fixes } = replicas.toSession(outcomes, op, extension)
+        if (fixes.length > 0) this.#fix(op.sid, fixes)
+        return sess
+      },
+    })
   }
 
   /**
@@ -120,13 +159,20 @@ export class MemcacheStore extends session.Store {
       fallback: 'none',
       work: (op) => {
         const lifetime = lifetimeOf(sess, this.#options.ttl)
-        if (lifetime.seconds < 0) return this.#writer.remove(op)
+        const replicas = this.#replicas
+        if (lifetime.seconds < 0) return replicas ? replicas.destroy(op).then(() => 'deleted') : this.#writer.remove(op)
         this.#loader.noteLifetime(sess, lifetime.seconds)
         const encoded = this.#writer.encode(sess, op, lifetime)
         const origin = this.#origins.of(sess)
-        if (origin?.key === op.key) return this.#writer.saveLoaded(op, origin, encoded)
-        if (isExpressSessionObject(sess, sid)) return this.#writer.saveNew(op, sess, encoded, this.#reservedIds?.claim(sid))
-        return this.#writer.upsert(op, encoded)
+        if (origin?.key === op.key) return (replicas ?? this.#writer).saveLoaded(op, origin, encoded)
+        if (isExpressSessionObject(sess, sid)) {
+          const reservation = this.#reservedIds?.claim(sid)
+          if (replicas === undefined) return this.#writer.saveNew(op, sess, encoded, reservation)
+          return replicas
+            .saveNew(op, sess, encoded, reservation?.copies)
+            .then((written) => (written === 'collision' ? this.#collided(op) : written))
+        }
+        return (replicas ?? this.#writer).upsert(op, encoded)
       },
       finish: () => undefined,
       annotate: (trace, write) => {
@@ -163,9 +209,26 @@ export class MemcacheStore extends session.Store {
         fallback: 'none',
         work: (op) => {
           this.#loader.noteLifetime(sess, lifetime.seconds)
-          return this.#writer.saveLoaded(op, origin, this.#writer.encode(sess, op, lifetime))
+          return (this.#replicas ?? this.#writer).saveLoaded(op, origin, this.#writer.encode(sess, op, lifetime))
         },
         finish: () => undefined,
+      })
+    }
+    const replicas = this.#replicas
+    if (replicas !== undefined) {
+      return this.#runner.run<boolean, void>({
+        operation: 'touch',
+        sid,
+        callback,
+        fallback: false,
+        work: async (op) => {
+          if (lifetime.seconds < 0) return false
+          this.#loader.noteLifetime(sess, lifetime.seconds)
+          return replicas.touch(op, memcachedExpiry(lifetime.seconds))
+        },
+        finish: (found, op) => {
+          if (found && op) this.#recentTouches?.record(op.key)
+        },
       })
     }
     return this.#runner.run<boolean, void>({
@@ -200,6 +263,20 @@ export class MemcacheStore extends session.Store {
   }
 
   #destroy(sid: string, callback: Callback<void> | undefined, internal: boolean): Promise<void> {
+    const replicas = this.#replicas
+    if (replicas !== undefined) {
+      return this.#runner.run<void>({
+        operation: 'destroy',
+        sid,
+        callback,
+        internal,
+        fallback: undefined,
+        work: (op) => {
+          this.#recentTouches?.forget(op.key)
+          return replicas.destroy(op)
+        },
+      })
+    }
     return this.#runner.run<boolean, void>({
       operation: 'destroy',
       sid,
@@ -254,6 +331,7 @@ export class MemcacheStore extends session.Store {
       timeoutMs: this.#options.timeout,
       generate: this.#options.generateId,
       log: this.#log,
+      copies: 1 + this.#options.replicas,
     })
     const ids = this.#reservedIds
     return () => ids.take()
@@ -271,6 +349,7 @@ export class MemcacheStore extends session.Store {
       servers: this.#client.states(),
       genid: this.#reservedIds?.stats() ?? { pooled: 0, skipped: 0, fallbacks: 0 },
       ...this.#counters.snapshot(),
+      ...(this.#replicas ? { replication: structuredClone(this.#replicas.counts) } : {}),
     }
   }
 
@@ -316,6 +395,50 @@ export class MemcacheStore extends session.Store {
       )
   }
 
+  /** What a read left for the copies of a session (read repair and the like), done off the request's path; its failure is logged. */
+  #fix(sid: string, fixes: CopyFix[]): void {
+    const replicas = this.#replicas as ReplicatedSessions
+    this.#runner
+      .run<void>({
+        operation: 'touch',
+        sid,
+        callback: undefined,
+        fallback: undefined,
+        internal: true,
+        work: (op) => replicas.fix(op, fixes),
+      })
+      .catch((err: Error) => this.#log.report('housekeeping', `${err.message} (the repair of a session's copies after a read)`))
+  }
+
+  /**
+   * A new session's ID was taken (replicas): every copy gets a tombstone, off the request's path and
+   * with a deadline of its own (so that it is written even when this save's deadline has passed),
+   * and the save fails. Neither holder of the ID can read the other's session, and a save retried
+   * under it is refused again.
+   */
+  #collided(op: OperationContext): never {
+    const replicas = this.#replicas as ReplicatedSessions
+    this.#counters.collisions++
+    debug('collision: %s already existed when a new session was saved under it', op.subject)
+    this.#runner
+      .run<void>({
+        operation: 'destroy',
+        sid: op.sid,
+        callback: undefined,
+        fallback: undefined,
+        internal: true,
+        work: (o) => replicas.bury(o),
+      })
+      .catch((err: Error) => this.#log.report('housekeeping', `${err.message} (the tombstone of a collided session ID)`))
+    const reason = `${op.subject} already existed in memcached when a new session was saved under it (does a custom genid repeat IDs?); every copy of it was replaced by a tombstone so that neither holder can read the other's`
+    throw new MemcacheStoreError('ECOLLISION', op.operation, `session ID collision: ${reason}`, {
+      server: this.#client.addressFor(op.key),
+      session: op.subject,
+      reason,
+      sent: true,
+    })
+  }
+
   /** A server started failing or answers again: the events, told so that a listener that throws changes nothing else. */
   #serverChanged(server: string, change: 'down' | 'up', failure?: MemcachedError): void {
     try {
@@ -337,6 +460,8 @@ export interface StoreDiagnostics extends StoreCounters {
   lockedSessions: number
   servers: ServerState[]
   genid: { pooled: number; skipped: number; fallbacks: number }
+  /** With `replicas`: what reads found of the copies and rewrote (read repair), in all and per server. */
+  replication?: ReplicationCounters
 }
 
 /**
@@ -400,7 +525,7 @@ class Read {
 
   finish(item: Item | undefined, op: OperationContext | undefined): SessionData | null {
     if (item === undefined || op === undefined) return null
-    const { sess, followUp } = this.#parts.loader.toSession(item, op, this.#extension)
+    const { sess, followUp } = this.#parts.loader.toSession(item.value, item.cas, op, this.#extension)
     if (followUp) this.#parts.followUp(op.sid, followUp)
     return sess
   }

@@ -261,7 +261,10 @@ export class Connection {
 
   #write(socket: Socket, pending: Pending): void {
     // The probe's answer is due sooner than a request's (PROBE_MIN_MS): counted from when it leaves.
-    if (pending === this.#probe) pending.at = performance.now() + this.#probeMs
+    if (pending === this.#probe) {
+      pending.at = performance.now() + this.#probeMs
+      this.#arm(pending.at)
+    }
     // Requests made while another is in flight leave together at the end of this event-loop turn.
     if (this.#written.length > 0) this.#options.batcher.hold(socket)
     else if (this.#options.transport.secure) this.#progressAt = performance.now()

@@ -8,6 +8,8 @@ export interface DumpedKey {
   key: string
   /** Expiry as a Unix time in seconds; -1 when the item never expires. */
   exp: number
+  /** The item's size in memory (key, value and memcached's own header), in bytes; 0 when the line has none. */
+  size: number
 }
 
 export interface MetadumpOptions {
@@ -147,7 +149,8 @@ function parseKeyLine(line: string): DumpedKey | undefined {
   const expEnd = line.indexOf(' ', keyEnd + 5)
   const exp = Number(line.slice(keyEnd + 5, expEnd < 0 ? undefined : expEnd))
   const key = decodeKey(line.slice(4, keyEnd))
-  return key === undefined || !Number.isInteger(exp) ? undefined : { key, exp }
+  const size = Number(/ size=(\d+)/.exec(line)?.[1] ?? 0)
+  return key === undefined || !Number.isInteger(exp) ? undefined : { key, exp, size }
 }
 
 /**
