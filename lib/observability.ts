@@ -22,7 +22,16 @@ export interface OperationTrace {
   hit?: boolean
   /** `set`: how it was written. */
   write?: WriteKind
+  /** `get` with `replicas`: how many copies answered, were missing or older than the newest, and whether the newest is a tombstone (a logout). */
+  copies?: CopiesTrace
   error?: unknown
+}
+
+export interface CopiesTrace {
+  answered: number
+  missing: number
+  stale: number
+  tombstone: boolean
 }
 
 /** How a `set` ended up writing: a new session added, a CAS write, a merge, a plain upsert, a REPLACE or a delete (expired cookie). */

@@ -9,7 +9,7 @@ import { Deadlines } from './deadlines.js'
 import { MemcacheStoreError } from './errors.js'
 import type { Extension, Loaded, SessionLoader } from './loading.js'
 import { type Item, type MemcachedClient, MemcachedError, type Receiver, type Reply, type Server } from './memcached/index.js'
-import { type Counters, debug, type WriteKind } from './observability.js'
+import { type CopiesTrace, type Counters, debug, type WriteKind } from './observability.js'
 import type { Origin, Origins } from './origins.js'
 import type { OperationContext } from './runner.js'
 import { type Encoded, MAX_MERGES, type SessionWriter } from './saving.js'
@@ -123,10 +123,22 @@ export class ReplicatedSessions {
         const copy = copies[i]
         if (copy === undefined) {
           this.#count(outcome.server, 'missingCopies')
+          debug(
+            'replicas: %s has no copy on %s: rewritten from %s',
+            op.subject,
+            outcome.server.address,
+            outcomes[newest as number].server.address,
+          )
           fixes.push({ copy: i, action: 'store', value: bestItem.value, expiry })
         } else if (copy.kind !== best.kind || copy.version !== best.version) {
           if (!newer(best, copy)) return
           this.#count(outcome.server, 'staleCopies')
+          debug(
+            'replicas: %s on %s is older than on %s: rewritten',
+            op.subject,
+            outcome.server.address,
+            outcomes[newest as number].server.address,
+          )
           fixes.push({ copy: i, action: 'store', value: bestItem.value, cas: (outcome.value as Item).cas, expiry })
         }
       })
@@ -328,6 +340,21 @@ export class ReplicatedSessions {
     this.counts.perServer[server.address] ??= { repairs: 0, missingCopies: 0, staleCopies: 0 }
     this.counts.perServer[server.address][what]++
   }
+}
+
+/** What a read found of the copies, for its trace. */
+export function copiesTrace(outcomes: CopyOutcome<Item | undefined>[]): CopiesTrace {
+  const copies = outcomes.map((outcome) => (outcome.settled && outcome.value !== undefined ? readCopy(outcome.value.value) : undefined))
+  let newest: Copy | undefined
+  for (const copy of copies) if (copy !== undefined && (newest === undefined || newer(copy, newest))) newest = copy
+  const answeredCount = answered(outcomes).length
+  let stale = 0
+  for (const copy of copies) if (copy !== undefined && newest !== undefined && newer(newest, copy)) stale++
+  const missing =
+    newest === undefined
+      ? 0
+      : outcomes.filter((outcome) => outcome.settled && outcome.error === undefined && outcome.value === undefined).length
+  return { answered: answeredCount, missing, stale, tombstone: newest?.kind === 'tombstone' }
 }
 
 /**

@@ -13,7 +13,7 @@ import { clientHints, type MemcacheStoreOptions, type ResolvedOptions, resolveOp
 import { type Origin, Origins } from './origins.js'
 import { checkReady } from './readiness.js'
 import { RecentTouches } from './recent-touches.js'
-import { type CopyFix, ReplicatedSessions, type ReplicationCounters } from './replicated.js'
+import { type CopyFix, copiesTrace, ReplicatedSessions, type ReplicationCounters } from './replicated.js'
 import { RESERVATION_TTL_SECONDS } from './reservations.js'
 import { type Callback, type OperationContext, OperationRunner } from './runner.js'
 import { SessionWriter } from './saving.js'
@@ -136,6 +136,9 @@ export class MemcacheStore extends session.Store {
       work: (op) => {
         if (lifetime !== undefined) extension = { until: Date.now() + lifetime * 1000, seconds: lifetime }
         return replicas.read(op, lifetime)
+      },
+      annotate: (trace, outcomes) => {
+        if (outcomes) trace.copies = copiesTrace(outcomes)
       },
       finish: (outcomes, op) => {
         if (outcomes === undefined || op === undefined) return null

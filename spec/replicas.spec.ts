@@ -5,6 +5,7 @@
 // read-only request. Both protocols.
 import assert from 'node:assert/strict'
 import { after, describe, it } from 'node:test'
+import { format } from 'node:util'
 import request from 'supertest'
 import type { MemcacheStore, MemcacheStoreOptions } from '../lib/index.ts'
 import { consistentPlacement } from '../lib/memcached/ring.ts'
@@ -320,5 +321,49 @@ describe('under load', () => {
     assert.deepEqual((await store.ids()).sort(), sids.slice(5).sort())
     assert.equal(await store.length(), 15)
     assert.deepEqual(Object.keys(await store.all()).sort(), sids.slice(5).sort())
+  })
+})
+
+describe('what the people running it see', () => {
+  it('a read that finds a copy missing: the trace says so, a DEBUG line names the server, and diagnostics counts it per server', async () => {
+    const servers = await cluster(3)
+    const prefix = uniquePrefix()
+    const store = create(servers, { replicas: 1, prefix })
+    const sid = randomId()
+    await store.set(sid, plainSession({ user: 'ada' }))
+    const [, other] = copiesOf(servers, prefix + sid, 2)
+    const raw = new RawClient(other.address)
+    try {
+      await raw.delete(prefix + sid)
+    } finally {
+      raw.close()
+    }
+    const traces: Array<Record<string, unknown>> = []
+    const onEnd = (message: unknown) => traces.push(message as Record<string, unknown>)
+    const { tracingChannel } = await import('node:diagnostics_channel')
+    const channel = tracingChannel('express-session-memcache:operation')
+    channel.subscribe({ start() {}, end() {}, asyncStart() {}, error() {}, asyncEnd: onEnd })
+    const lines: string[] = []
+    const { default: createDebug } = await import('debug')
+    const log = createDebug.log
+    createDebug.enable('express-session-memcache')
+    createDebug.log = (...args: unknown[]) => lines.push(format(...args))
+    try {
+      assert.equal((await readSession(store, sid))?.user, 'ada')
+    } finally {
+      channel.unsubscribe({ start() {}, end() {}, asyncStart() {}, error() {}, asyncEnd: onEnd })
+      createDebug.disable()
+      createDebug.log = log
+    }
+    const trace = traces.find((t) => t.operation === 'get')
+    assert.deepEqual(trace?.copies, { answered: 2, missing: 1, stale: 0, tombstone: false })
+    assert.ok(
+      lines.some((line) => line.includes(`has no copy on ${other.address}`)),
+      lines.join('\n'),
+    )
+    await eventually('the copy is rewritten', async () => (await heldBy(other, prefix + sid)) === 'session')
+    const replication = store.diagnostics().replication
+    assert.equal(replication?.perServer[other.address]?.missingCopies, 1)
+    assert.equal(replication?.perServer[other.address]?.repairs, 1)
   })
 })
