@@ -421,3 +421,34 @@ describe('the burst after a restart', () => {
     }
   })
 })
+
+describe('a planned restart (memcached -e, SIGUSR1)', () => {
+  it('keeps the sessions across a warm restart, and the store reconnects by itself', async () => {
+    const server = await MemcachedServer.start({ warm: true })
+    const store = createStore({ servers: server.address, prefix: uniquePrefix(), timeout: TIMEOUT, logger: false })
+    try {
+      const sids = Array.from({ length: 50 }, (_, i) => `warm${i}-${Math.random().toString(36).slice(2, 8)}`)
+      for (const sid of sids) await store.set(sid, plainSession({ sid }))
+      const stderr = await server.warmRestart()
+      assert.doesNotMatch(stderr, /incompatible|clean cache/, stderr)
+      let read: unknown[] = []
+      for (let attempt = 0; attempt < 50; attempt++) {
+        read = await Promise.all(
+          sids.map((sid) =>
+            store.get(sid).then(
+              (sess) => (sess as { sid?: string } | null)?.sid,
+              () => 'failed',
+            ),
+          ),
+        )
+        if (!read.includes('failed')) break
+        await sleep(50)
+      }
+      assert.deepEqual(read, sids, 'every session is still there, read through a new connection')
+      figures.push(`warm restart (${PROTOCOL}): ${sids.length} sessions kept`)
+    } finally {
+      await store.close()
+      await server.stop()
+    }
+  })
+})

@@ -58,6 +58,8 @@ export interface MemcachedOptions {
   authFile?: string
   /** Tokens written to a temporary -Y file; the harness authenticates with the first. Implies the text protocol. */
   tokens?: Array<[user: string, password: string]>
+  /** Keep the cache in a memory file (-e, in a temporary directory), so that `warmRestart` keeps the items. */
+  warm?: boolean
 }
 
 export interface MemcachedTlsOptions {
@@ -93,6 +95,8 @@ export class MemcachedServer {
   readonly options: MemcachedOptions
   /** The -Y file in use (written once by `start` for `tokens`), or undefined without authentication. */
   readonly authFile: string | undefined
+  /** The -e memory file with `warm`. */
+  readonly memoryFile: string | undefined
   #child: ChildProcess | undefined
   #stderr = ''
 
@@ -100,6 +104,7 @@ export class MemcachedServer {
     this.port = port
     this.options = options
     this.authFile = authFile
+    this.memoryFile = options.warm ? path.join(temporaryDirectory('memcached-warm-'), 'cache') : undefined
   }
 
   /** Starts memcached on a free loopback port and resolves once it answers. */
@@ -135,6 +140,7 @@ export class MemcachedServer {
     const args = ['-l', '127.0.0.1', '-p', String(this.port), '-U', '0', '-m', String(this.options.memoryMb ?? 64), '-t', '2']
     if (process.getuid?.() === 0) args.push('-u', 'root')
     args.push(...variantArgs(this.options, this.authFile))
+    if (this.memoryFile) args.push('-e', this.memoryFile)
     args.push(...(this.options.args ?? []))
     const child = spawn(memcachedBinary(), args, { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, ...this.options.env } })
     this.#stderr = ''
@@ -203,6 +209,23 @@ export class MemcachedServer {
   /** SIGCONT after `freeze`. */
   thaw(): void {
     this.#child?.kill('SIGCONT')
+  }
+
+  /**
+   * memcached's warm restart: SIGUSR1 saves the cache to its memory file (`warm`) and stops it; the
+   * next start reads it back. memcached refuses the saved state when it starts again within the same
+   * wall-clock second as it stopped (it wants the time between the two to be positive: "restart
+   * incompatible due to setting for [stop_time]"), so this waits `pauseMs` (over a second) between.
+   */
+  async warmRestart(pauseMs = 1100): Promise<string> {
+    const child = this.#child
+    if (!child || !this.memoryFile) throw new Error('warmRestart needs a running server started with `warm: true`')
+    const exited = new Promise((resolve) => child.once('exit', resolve))
+    child.kill('SIGUSR1')
+    await exited
+    await sleep(pauseMs)
+    await this.#launch()
+    return this.#stderr
   }
 
   /** Starts memcached again on the same port (empty, as after a real restart). */
@@ -318,15 +341,20 @@ function checkOptions(options: MemcachedOptions): void {
   }
 }
 
+/** A temporary directory removed when the process exits. */
+function temporaryDirectory(prefix: string): string {
+  const dir = mkdtempSync(path.join(tmpdir(), prefix))
+  process.on('exit', () => rmSync(dir, { recursive: true, force: true }))
+  return dir
+}
+
 /** Writes `tokens` as a -Y file (`user:pass` lines) in a temporary directory removed at exit. */
 function writeAuthFile(tokens: Array<[user: string, password: string]>): string {
   for (const [user, password] of tokens) {
     // memcached splits a line at its first ':' and the client's token at its first space.
     if (!user || /[\s:]/.test(user) || !password || /\s/.test(password)) throw new Error(`unusable token for -Y: ${user}:${password}`)
   }
-  const dir = mkdtempSync(path.join(tmpdir(), 'memcached-auth-'))
-  process.on('exit', () => rmSync(dir, { recursive: true, force: true }))
-  const file = path.join(dir, 'authfile')
+  const file = path.join(temporaryDirectory('memcached-auth-'), 'authfile')
   writeFileSync(file, tokens.map(([user, password]) => `${user}:${password}\n`).join(''))
   return file
 }
