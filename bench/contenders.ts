@@ -75,6 +75,8 @@ export const CONTENDER_NAMES = [
   'this store (meta), TLS',
   'connect-memjs',
   'connect-memcached',
+  'this store, 3 servers',
+  'this store, 3 servers, replicas 1',
 ] as const
 export type ContenderName = (typeof CONTENDER_NAMES)[number]
 
@@ -101,6 +103,8 @@ export function createContenders(servers: string, run: string, tls?: TlsTarget, 
   if (wanted('raw memjs')) contenders.push(rawMemjs(servers, `${run}:raw:`))
   ours('this store', 'ours', {})
   ours('this store (meta)', 'meta', { protocol: 'meta' })
+  ours('this store, 3 servers', 'three', {})
+  ours('this store, 3 servers, replicas 1', 'replicas', { replicas: 1 })
   if (tls) {
     ours('this store, TLS', 'tls', { servers: tls.servers, tls: { ca: tls.ca } })
     ours('this store (meta), TLS', 'metatls', { servers: tls.servers, protocol: 'meta', tls: { ca: tls.ca } })

@@ -44,6 +44,10 @@ async function createStore(name: string): Promise<session.Store> {
       })
     case 'this store, touchAfter 60':
       return new MemcacheStore({ servers, prefix, logger: false, touchAfter: 60 })
+    case 'this store, 3 servers':
+      return new MemcacheStore({ servers: process.env.BENCH_MEMCACHE_CLUSTER, prefix, logger: false })
+    case 'this store, 3 servers, replicas 1':
+      return new MemcacheStore({ servers: process.env.BENCH_MEMCACHE_CLUSTER, prefix, logger: false, replicas: 1 })
     case 'this store, encrypted':
       return new MemcacheStore({ servers, prefix, logger: false, secret: 'benchmark secret, 32 bytes or more!' })
     case 'connect-memjs':

@@ -21,6 +21,8 @@ export const APP_STORES = [
   'connect-memjs, no-op touch',
   'connect-memcached',
   'connect-redis',
+  'this store, 3 servers',
+  'this store, 3 servers, replicas 1',
 ] as const
 export type AppStore = (typeof APP_STORES)[number]
 
@@ -96,7 +98,12 @@ export interface HttpTargets {
   memcached: HttpServer
   /** The -Z server of 'this store, TLS', with the path of the CA file its certificate is signed by. */
   tls?: HttpServer & { caFile: string }
+  /** Three servers, for 'this store, 3 servers' and its `replicas: 1` twin. */
+  cluster?: HttpServer[]
 }
+
+/** The apps on the three servers of `HttpTargets.cluster`. */
+const CLUSTER_APPS: readonly AppStore[] = ['this store, 3 servers', 'this store, 3 servers, replicas 1']
 
 interface RunningApp {
   name: AppStore
@@ -121,16 +128,23 @@ export async function runHttpLevel(targets: HttpTargets, settings: HttpSettings,
   if (!targets.tls) skipped.push('this store, TLS (no -Z memcached)')
   // BENCH_APPS="this store;connect-memjs" limits the apps, for working on one comparison.
   const only = process.env.BENCH_APPS?.split(';')
+  if (!targets.cluster) skipped.push('this store, 3 servers (with and without replicas): no three servers')
   const names = APP_STORES.filter(
-    (name) => (name !== 'connect-redis' || redis) && (name !== 'this store, TLS' || targets.tls) && (!only || only.includes(name)),
+    (name) =>
+      (name !== 'connect-redis' || redis) &&
+      (name !== 'this store, TLS' || targets.tls) &&
+      (!CLUSTER_APPS.includes(name) || targets.cluster) &&
+      (!only || only.includes(name)),
   )
   const apps: RunningApp[] = []
-  const serverOf = (app: RunningApp): HttpServer | undefined =>
+  const serverOf = (app: RunningApp): HttpServer[] | HttpServer | undefined =>
     app.name === 'MemoryStore' || app.name === 'connect-redis'
       ? undefined
       : app.name === 'this store, TLS'
         ? targets.tls
-        : targets.memcached
+        : CLUSTER_APPS.includes(app.name)
+          ? targets.cluster
+          : targets.memcached
   try {
     // One at a time, so that start-up and the cookie pools do not compete with each other.
     for (const name of names) apps.push(await startApp(name, targets, redis?.url, settings.cookies))
@@ -150,8 +164,8 @@ export async function runHttpLevel(targets: HttpTargets, settings: HttpSettings,
       for (let round = 0; round < settings.rounds; round++) {
         for (const app of rotation(loaded, round)) {
           const server = serverOf(app)
-          const serverPid = app.name === 'connect-redis' ? redis?.child.pid : server?.pid
-          const serverBefore = processCpuMicros(serverPid)
+          const serverPids = app.name === 'connect-redis' ? [redis?.child.pid] : [server].flat().map((one) => one?.pid)
+          const serverBefore = serverPids.reduce((sum: number, pid) => sum + processCpuMicros(pid), 0)
           const commandsBefore = await serverCommands(app.name === 'connect-redis' ? redis?.port : undefined, server)
           const before = await askApp(app.child)
           const url = `${app.url}/${route}`
@@ -163,7 +177,7 @@ export async function runHttpLevel(targets: HttpTargets, settings: HttpSettings,
           const after = await askApp(app.child)
           const requests = after.requests - before.requests
           const commands = (await serverCommands(app.name === 'connect-redis' ? redis?.port : undefined, server)) - commandsBefore
-          const serverMicros = processCpuMicros(serverPid) - serverBefore
+          const serverMicros = serverPids.reduce((sum: number, pid) => sum + processCpuMicros(pid), 0) - serverBefore
           if (result.errors > 0) throw new Error(`${app.name} /${route}: ${result.errors} failed requests under load`)
           samples[app.name] = [
             ...(samples[app.name] ?? []),
@@ -202,10 +216,14 @@ function cookiesFor(app: RunningApp, route: Route): readonly string[] {
  * (get, set/add/cas, touch and get-and-touch, delete; meta commands count as their classic
  * equivalents), or redis's total_commands_processed less the INFO that reads it. NaN when unknown.
  */
-async function serverCommands(redisPort: number | undefined, memcached: HttpServer | undefined): Promise<number> {
+async function serverCommands(redisPort: number | undefined, memcached: HttpServer[] | HttpServer | undefined): Promise<number> {
   if (redisPort !== undefined) {
     const info = await redisInfo(redisPort)
     return Number(/total_commands_processed:(\d+)/.exec(info)?.[1] ?? Number.NaN)
+  }
+  if (Array.isArray(memcached)) {
+    const counts = await Promise.all(memcached.map((one) => serverCommands(undefined, one)))
+    return counts.reduce((sum, count) => sum + count, 0)
   }
   if (!memcached?.stats) return memcached ? Number.NaN : 0
   return commandCount(await memcached.stats())
@@ -248,6 +266,7 @@ async function startApp(name: AppStore, targets: HttpTargets, redisUrl: string |
     BENCH_STORE: name,
     BENCH_MEMCACHE_SERVERS: targets.memcached.address,
     BENCH_MEMCACHE_TLS_SERVERS: targets.tls?.address ?? '',
+    BENCH_MEMCACHE_CLUSTER: targets.cluster?.map((server) => server.address).join(',') ?? '',
     BENCH_TLS_CA: targets.tls?.caFile ?? '',
     BENCH_REDIS_URL: redisUrl ?? '',
   }

@@ -39,6 +39,8 @@ export interface Report {
 const OURS = 'this store'
 const RAW = 'raw memjs'
 const PIPELINED = 'pipelined client'
+const THREE = 'this store, 3 servers'
+const REPLICATED = 'this store, 3 servers, replicas 1'
 const META = 'this store (meta)'
 
 type Row = { target: string; measured: string; holds: string }
@@ -131,9 +133,20 @@ function collectRatios(store: StoreResults, http: HttpResults): Ratio[] {
         ratioOf(storeCell(store.cells, operation, size, 50), META, OURS),
         1,
       )
+  // replicas: 1 against none, on the same three servers (issue 23: HTTP read >= 0.9x, write >= 0.8x).
+  for (const inFlight of [50, 1])
+    for (const size of TARGET_SIZES)
+      for (const operation of TARGET_OPERATIONS)
+        add(
+          `store level, ${inFlight} in flight, 3 servers: replicas 1 / none`,
+          `${operation} ${size}`,
+          ratioOf(storeCell(store.replicas, operation, size, inFlight), REPLICATED, THREE),
+        )
   const read = http.cells.find((c) => c.route === 'read')
   const write = http.cells.find((c) => c.route === 'write')
   const login = http.cells.find((c) => c.route === 'login')
+  add('HTTP, 3 servers: replicas 1 / none', 'read', httpRatio(read, REPLICATED, THREE), 0.9)
+  add('HTTP, 3 servers: replicas 1 / none', 'write', httpRatio(write, REPLICATED, THREE), 0.8)
   const targets = 'HTTP, requests per second: this store / another store'
   add(targets, 'read / connect-memjs', httpRatio(read, OURS, 'connect-memjs'), 1.05)
   add(targets, 'read / connect-redis', httpRatio(read, OURS, 'connect-redis'), 1)
@@ -193,6 +206,8 @@ function targetRows(ratios: Ratio[], store: StoreResults, http: HttpResults): Ro
   check('HTTP read req/s >= 1.0x connect-redis', httpRatio(read, OURS, 'connect-redis'), 1)
   check('HTTP write req/s >= 1.0x connect-redis', httpRatio(write, OURS, 'connect-redis'), 1)
   check('HTTP write req/s >= 0.9x MemoryStore', httpRatio(write, OURS, 'MemoryStore'), 0.9)
+  check('HTTP read req/s, 3 servers, replicas 1 >= 0.9x none', httpRatio(read, REPLICATED, THREE), 0.9)
+  check('HTTP write req/s, 3 servers, replicas 1 >= 0.8x none', httpRatio(write, REPLICATED, THREE), 0.8)
   for (const cell of [read, write]) {
     if (!cell) continue
     const mine = summarize(cell.samples[OURS]?.map((r) => r.p99Ms) ?? [])
@@ -344,6 +359,18 @@ function contextSection(store: StoreResults, http: HttpResults, genid: GenidMicr
       if (!ours || !raw) continue
       lines.push(
         `| ${cell.server} | ${cell.size} | ${cell.operation} | ${formatRange(summarize(raw), 1e-3, 1)} | ${formatRange(summarize(ours), 1e-3, 1)} | ${formatRange(summarize(pairedRatios(ours, raw)), 1, 2, 'x')} |`,
+      )
+    }
+    lines.push('')
+  }
+  if (store.replicas.length > 0) {
+    lines.push('**Three servers, `replicas: 1` against none** (thousands of ops/s; time-boxed samples like the main grid):', '')
+    lines.push('| in flight | operation | size | none | replicas 1 | replicas 1 / none |')
+    lines.push('| ---: | --- | --- | ---: | ---: | ---: |')
+    for (const cell of store.replicas) {
+      const f = (name: string) => (cell.samples[name] ? formatRange(summarize(cell.samples[name]), 1e-3, 1) : '')
+      lines.push(
+        `| ${cell.inFlight} | ${cell.operation} | ${cell.size} | ${f(THREE)} | ${f(REPLICATED)} | ${formatRange(ratioOf(cell, REPLICATED, THREE) ?? summarize([]), 1, 2, 'x')} |`,
       )
     }
     lines.push('')

@@ -36,6 +36,9 @@ async function main(): Promise<void> {
   const servers = external ?? (memcached as MemcachedServer).address
   // Later arguments win: -t 1 replaces the harness's -t 2.
   const singleThread = await MemcachedServer.start({ memoryMb: 256, args: ['-t', '1'] })
+  // Two more for the replica section: three servers, the default one among them.
+  const more = external ? [] : await Promise.all([MemcachedServer.start({ memoryMb: 256 }), MemcachedServer.start({ memoryMb: 256 })])
+  const cluster = external ? undefined : [memcached as MemcachedServer, ...more]
   const certificates = makeCertificates()
   // TLS on its port, and a plain listener beside it (`notls:`): the TLS section compares the two on
   // one process with one worker thread.
@@ -56,11 +59,12 @@ async function main(): Promise<void> {
               servers,
               tls: { servers: tls.address, plain: `127.0.0.1:${plainPort}`, ca: certificates.ca.certPem },
               singleThread: singleThread.address,
+              cluster: cluster?.map((server) => server.address).join(','),
             },
             STORE_SETTINGS,
             progress,
           )
-        : { cells: [], singleThread: [], tls: [], fixedCount: [] }
+        : { cells: [], singleThread: [], tls: [], fixedCount: [], replicas: [] }
     const genid = !part || part === 'micro' ? await runGenidMicro(servers, GENID_ROUNDS) : undefined
     const tracing = !part || part === 'micro' ? await runTracingMicro(servers, TRACING_ROUNDS, STORE_SETTINGS.sampleMs) : []
     const http: HttpResults =
@@ -69,6 +73,7 @@ async function main(): Promise<void> {
             {
               memcached: { address: servers, pid: memcached?.pid, stats: memcached && (() => memcached.command('stats')) },
               tls: { address: tls.address, pid: tls.pid, stats: () => tls.command('stats'), caFile: certificates.ca.cert },
+              cluster: cluster?.map((server) => ({ address: server.address, pid: server.pid, stats: () => server.command('stats') })),
             },
             HTTP_SETTINGS,
             progress,
@@ -104,6 +109,7 @@ async function main(): Promise<void> {
     console.error(`written: bench/results/${name}.md, bench/results/${name}.svg`)
   } finally {
     await memcached?.stop()
+    await Promise.all(more.map((server) => server.stop()))
     await singleThread.stop()
     await tls.stop()
   }

@@ -28,6 +28,8 @@ const MAIN_CONTENDERS: readonly ContenderName[] = [
   'connect-memjs',
   'connect-memcached',
 ]
+/** The replica section: on three servers, with and without copies. */
+const REPLICA_CONTENDERS: readonly ContenderName[] = ['this store, 3 servers', 'this store, 3 servers, replicas 1']
 /** The contenders of the -t 1, TLS and fixed-count sections. */
 const SINGLE_THREAD_CONTENDERS: readonly ContenderName[] = ['pipelined client', 'raw memjs', 'this store', 'this store (meta)']
 const TLS_CONTENDERS: readonly ContenderName[] = ['this store', 'this store, TLS', 'this store (meta)', 'this store (meta), TLS']
@@ -54,6 +56,8 @@ export interface StoreServers {
   tls?: TlsTarget & { plain: string }
   /** A memcached started with -t 1. */
   singleThread?: string
+  /** Three memcached servers (comma-separated), for `replicas: 1` against none. */
+  cluster?: string
 }
 
 export interface StoreCell {
@@ -80,6 +84,8 @@ export interface StoreResults {
   /** 1 in flight, over TLS and plain TCP to one -Z memcached. */
   tls: StoreCell[]
   fixedCount: FixedCountCell[]
+  /** The target cells on three servers: this store with `replicas: 1` and without. */
+  replicas: StoreCell[]
 }
 
 export async function runStoreLevel(
@@ -106,11 +112,20 @@ export async function runStoreLevel(
         progress,
       )
     : []
+  const replicas = targets.cluster
+    ? await targetCells(
+        '3 servers',
+        createContenders(targets.cluster, `bench${process.pid}rep`, undefined, REPLICA_CONTENDERS),
+        [1, 50],
+        settings,
+        progress,
+      )
+    : []
   const fixed: FixedCountCell[] = []
   const servers = [{ label: 'memcached -t 2 (default)', address: targets.servers }]
   if (targets.singleThread) servers.push({ label: 'memcached -t 1', address: targets.singleThread })
   for (const server of servers) fixed.push(...(await fixedCountCells(server.label, server.address, settings, progress)))
-  return { cells, singleThread, tls, fixedCount: fixed }
+  return { cells, singleThread, tls, fixedCount: fixed, replicas }
 }
 
 async function mainGrid(targets: StoreServers, settings: StoreLevelSettings, progress: (line: string) => void): Promise<StoreCell[]> {
