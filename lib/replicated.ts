@@ -83,13 +83,15 @@ export class ReplicatedSessions {
     return fanout.run((server, receiver, patience) => request(server, indexOf.get(server) as number, receiver, patience))
   }
 
-  /** GET (or get-and-touch by `lifetime` seconds) of every copy. */
-  read(op: OperationContext, lifetime: number | undefined): Promise<CopyOutcome<Item | undefined>[]> {
+  /** GET (or get-and-touch by `lifetime` seconds) of every copy; fails when none answered. */
+  async read(op: OperationContext, lifetime: number | undefined): Promise<CopyOutcome<Item | undefined>[]> {
     const expiry = lifetime === undefined ? undefined : memcachedExpiry(lifetime)
-    return this.fanout<Item | undefined>(op, (server, _copy, receiver, patience) => {
+    const outcomes = await this.fanout<Item | undefined>(op, (server, _copy, receiver, patience) => {
       if (expiry === undefined) server.get(op.key, op.scope, receiver, patience)
       else server.getAndTouch(op.key, expiry, op.scope, receiver, patience)
     })
+    if (answered(outcomes).length === 0) throw noCopyAnswered(outcomes, op)
+    return outcomes
   }
 
   /**
@@ -101,8 +103,6 @@ export class ReplicatedSessions {
     op: OperationContext,
     extension: Extension | undefined,
   ): Loaded & { fixes: CopyFix[] } {
-    const replies = answered(outcomes)
-    if (replies.length === 0) throw noCopyAnswered(outcomes, op)
     const copies = outcomes.map((outcome) => (outcome.settled && outcome.value !== undefined ? readCopy(outcome.value.value) : undefined))
     let newest: number | undefined
     copies.forEach((copy, i) => {
@@ -281,7 +281,6 @@ export class ReplicatedSessions {
       if (merges === MAX_MERGES) throw writer.conflict(op)
       debug('replicas: %s changed on a copy since this request read it (attempt %d)', op.subject, merges + 1)
       const again = await this.read(op, undefined)
-      if (answered(again).length === 0) throw noCopyAnswered(again, op)
       const copies = again.map((outcome) => (outcome.settled && outcome.value !== undefined ? readCopy(outcome.value.value) : undefined))
       let newest: number | undefined
       copies.forEach((copy, i) => {

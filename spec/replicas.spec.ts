@@ -367,3 +367,36 @@ describe('what the people running it see', () => {
     assert.equal(replication?.perServer[other.address]?.repairs, 1)
   })
 })
+
+describe('what holds without copies holds with them', () => {
+  it('encryption, genid reservations and failOpen, with replicas: 1', async () => {
+    const servers = await cluster(3)
+    const prefix = uniquePrefix()
+    const secret = 'a long random secret for the replicas test, 32+ chars'
+    const store = create(servers, { replicas: 1, prefix, secret })
+    // genid: a reserved ID has its placeholder on both copies, and the first save writes over both.
+    const genid = store.genid
+    await eventually('genid has reserved IDs', () => store.diagnostics().genid.pooled > 0)
+    const app = testApp(store, { genid })
+    const agent = request.agent(app)
+    const reserved: string = (await agent.post('/login').send({ user: 'ada' }).expect(200)).body.id
+    await eventually('saved', () => app.errors.length === 0, 500).catch(() => assert.fail(app.errors.map((err) => err.message).join('; ')))
+    assert.equal(store.diagnostics().genid.fallbacks, 0, 'the ID came from the reserved pool')
+    const key = prefix + reserved
+    const stored = await Promise.all(copiesOf(servers, key, 2).map((server) => server.inspect(key)))
+    assert.ok(
+      stored.every((item) => item !== undefined && item.value[0] === 0x1e && item.value[1] === 0x53 && !item.value.includes('ada')),
+      'both copies hold the session, encrypted',
+    )
+    // One copy's server dies: the session is read, decrypted, from the other.
+    await copiesOf(servers, key, 2)[0].kill()
+    assert.equal((await agent.get('/read').expect(200)).body.user, 'ada')
+    // failOpen: every copy's server down: no session, saves succeed without writing, a logout still fails.
+    const open = create(servers, { replicas: 1, prefix, secret, failOpen: true })
+    for (const server of servers) if (server.running) await server.kill()
+    assert.equal(await open.get(reserved), null)
+    await open.set(randomId(), plainSession())
+    await assert.rejects(open.destroy(reserved))
+    for (const server of servers) await server.restart()
+  })
+})
