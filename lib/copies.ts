@@ -49,6 +49,16 @@ function writeHeader(value: Buffer, kind: number, version: number): void {
   value.writeUInt32BE(version >>> 0, 6)
 }
 
+/** Whether a value is a tombstone. */
+export function isTombstone(value: Buffer): boolean {
+  return value.length >= HEADER_BYTES && value[0] === MARK && value[1] === TOMBSTONE
+}
+
+/** Whether a value is a replicated copy (a session's or a tombstone), read by `readCopy`. */
+export function isCopy(value: Buffer): boolean {
+  return value.length >= HEADER_BYTES && value[0] === MARK && (value[1] === SESSION || value[1] === TOMBSTONE)
+}
+
 /** What a stored value is: a replicated copy, a placeholder, or a value from before replicas (a session of version 0). */
 export function readCopy(value: Buffer): Copy {
   if (isPlaceholder(value)) return { kind: 'placeholder', version: 0, payload: EMPTY }

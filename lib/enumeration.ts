@@ -7,7 +7,8 @@ export interface EnumerationSource {
   prefix: string
   /** Idle timeout of a dump, and how long a busy crawler is waited for. */
   timeoutMs: number
-  servers: readonly Server[]
+  /** The servers of the ring in use. */
+  servers(): readonly Server[]
   /** The addresses of the servers that keep a key's copies (its own first; one without `replicas`). */
   copiesOf(key: string): string[]
   /**
@@ -124,7 +125,7 @@ export class SessionEnumeration {
         'listing sessions needs a non-empty `prefix`: with prefix "" every key on the server would be taken for a session',
       )
     }
-    const servers = this.#source.servers
+    const servers = this.#source.servers()
     const perServer = await Promise.all(servers.map((server) => this.#queued(server, () => this.#dumpWhenFree(server, operation))))
     const now = Date.now() / 1000
     // Each key counts once: a key has a copy on several servers (replicas), and memcached does not
@@ -168,7 +169,7 @@ export class SessionEnumeration {
     const { prefix, timeoutMs } = this.#source
     const address = server.address
     const { replicated } = this.#source
-    const single = this.#source.servers.length === 1
+    const single = this.#source.servers().length === 1
     const listed: Listed[] = []
     await metadump({
       transport: server.lister,

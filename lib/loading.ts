@@ -1,5 +1,6 @@
 import type { SessionData } from 'express-session'
 import type { SessionCodec } from './codec.js'
+import { isCopy, readCopy } from './copies.js'
 import type { BurstLog } from './log.js'
 import type { Item, MemcachedClient, Receiver } from './memcached/index.js'
 import { debug } from './observability.js'
@@ -132,6 +133,13 @@ export class SessionLoader {
   ): Loaded {
     const { codec, origins, log, ttl } = this.#options
     if (isPlaceholder(value)) return { sess: null, followUp: undefined }
+    // A copy written with `replicas` (the option was turned off since, or a logout during a change of
+    // the server list left a tombstone): its payload is the session, a tombstone is none.
+    if (copies === undefined && isCopy(value)) {
+      const copy = readCopy(value)
+      if (copy.kind !== 'session') return { sess: null, followUp: undefined }
+      value = copy.payload
+    }
     const decoded = codec.decode(value, op.key, op)
     if (!decoded.ok) {
       debug('decode failure: %s is not a session (%s)', op.subject, decoded.reason)

@@ -130,6 +130,12 @@ export interface MemcacheStoreOptions {
    */
   generateId?: () => string
   /**
+   * Take the server list from an ElastiCache configuration endpoint (auto discovery), polled every
+   * `interval` ms, instead of `servers`. TLS and credentials apply to the endpoint as to the nodes.
+   * @default undefined (the servers are `servers`)
+   */
+  discovery?: { endpoint: string; interval?: number }
+  /**
    * How many more servers keep a copy of each session, besides its own: 1 keeps two copies, on the
    * key's server and the next distinct one on the ring. With copies, no session is lost when one
    * server dies, freezes or restarts empty, and a logout stays final (see docs/clusters.md). At most
@@ -145,7 +151,7 @@ export type ServerOption = ServerConfig
 export interface ResolvedOptions {
   servers: ServerOption[]
   /** Where the server list came from, for messages about connection failures. */
-  serversFrom: 'servers' | 'client' | 'MEMCACHIER_SERVERS' | 'MEMCACHE_SERVERS' | 'default'
+  serversFrom: 'servers' | 'client' | 'MEMCACHIER_SERVERS' | 'MEMCACHE_SERVERS' | 'default' | 'discovery'
   /** Credentials for servers without their own (options, then the environment). */
   credentials: Credentials | undefined
   /** A given memjs client's own placement (its `getServer` replaced by the user), else undefined: ketama. */
@@ -165,6 +171,8 @@ export interface ResolvedOptions {
   secrets: SecretKeyring | undefined
   generateId: () => string
   replicas: number
+  /** The configuration endpoint and its polling interval (ms), with `discovery`. */
+  discovery: { host: string; port: number; interval: number } | undefined
 }
 
 /** Every default, in one place. */
@@ -180,6 +188,7 @@ export const DEFAULTS = {
   timeout: 1000,
   maxItemSize: 1_048_576,
   replicas: 0,
+  discoveryInterval: 60_000,
 } as const
 
 export const DEFAULT_SERVER = 'localhost:11211'
@@ -212,6 +221,7 @@ const KNOWN_OPTIONS = {
   secret: true,
   generateId: true,
   replicas: true,
+  discovery: true,
 } as const satisfies Record<keyof MemcacheStoreOptions, true>
 
 /** Every option's name, as the README's table must list them. */
@@ -262,7 +272,8 @@ export function resolveOptions(options: MemcacheStoreOptions = {}, env: NodeJS.P
   }
   const explicit = checkCredentials(options.username, options.password)
   const credentials = explicit ?? credentialsFromEnv(env)
-  const { list, from } = serverList(servers, client, env)
+  const discovery = checkDiscovery(options.discovery, servers, client)
+  const { list, from } = discovery ? { list: [], from: 'discovery' as const } : serverList(servers, client, env)
   if (protocol !== 'binary' && protocol !== 'meta') {
     throw new TypeError(`Expected \`protocol\` to be "binary" or "meta", got ${quote(protocol)}`)
   }
@@ -298,7 +309,7 @@ export function resolveOptions(options: MemcacheStoreOptions = {}, env: NodeJS.P
   if (typeof generateId !== 'function')
     throw new TypeError(`Expected \`generateId\` to be a function returning a session ID, got ${quote(generateId)}`)
   const replicas = options.replicas ?? DEFAULTS.replicas
-  if (!(Number.isSafeInteger(replicas) && replicas >= 0 && replicas < list.length)) {
+  if (!(Number.isSafeInteger(replicas) && replicas >= 0 && (discovery !== undefined || replicas < list.length))) {
     const most = list.length - 1
     throw new TypeError(
       `Expected \`replicas\` to be a whole number from 0 to ${most} (the number of servers minus one: each copy needs a server of its own), got ${quote(replicas)}`,
@@ -328,6 +339,7 @@ export function resolveOptions(options: MemcacheStoreOptions = {}, env: NodeJS.P
     secrets: options.secret === undefined ? undefined : checkSecret(options.secret),
     generateId,
     replicas,
+    discovery,
   }
 }
 
@@ -403,7 +415,7 @@ function serverList(
 }
 
 /** The servers, parsed; a weight of 1 unless given. */
-function checkServers(servers: unknown, source: string): ServerOption[] {
+export function checkServers(servers: unknown, source: string): ServerOption[] {
   const list = typeof servers === 'string' ? servers.split(',') : servers
   if (!Array.isArray(list) || list.length === 0) {
     throw new TypeError(`Expected ${source} to be a "host:port,host:port" string or an array of "host:port", got ${quote(servers)}`)
@@ -457,6 +469,29 @@ function checkCredentials(username: unknown, password: unknown): Credentials | u
     )
   }
   return { username, password }
+}
+
+/** The `discovery` option, checked: the endpoint parsed, the interval filled in. */
+function checkDiscovery(discovery: unknown, servers: unknown, client: unknown): ResolvedOptions['discovery'] {
+  if (discovery === undefined) return undefined
+  if (servers !== undefined || client !== undefined) {
+    throw new TypeError(
+      'Pass either `discovery` or `servers` (or `client`), not both: with `discovery` the server list comes from the configuration endpoint, and changes with it',
+    )
+  }
+  const { endpoint, interval = DEFAULTS.discoveryInterval, ...rest } = (discovery ?? {}) as { endpoint?: unknown; interval?: unknown }
+  const unknown = Object.keys(rest)
+  if (typeof discovery !== 'object' || discovery === null || unknown.length > 0) {
+    throw new TypeError(`Expected \`discovery\` to be { endpoint: "host:port", interval?: ms }, got ${quote(discovery)}`)
+  }
+  const parsed = typeof endpoint === 'string' ? parseServer(endpoint.trim()) : undefined
+  if (parsed === undefined || parsed.credentials !== undefined) {
+    throw new TypeError(`Expected \`discovery.endpoint\` to be "host:port" (the configuration endpoint), got ${quote(endpoint)}`)
+  }
+  if (!(typeof interval === 'number' && Number.isFinite(interval) && interval >= 100)) {
+    throw new TypeError(`Expected \`discovery.interval\` to be a number of milliseconds (at least 100), got ${quote(interval)}`)
+  }
+  return { host: parsed.host, port: parsed.port, interval }
 }
 
 /** memjs's environment variables, in memjs's order. */

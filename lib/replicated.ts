@@ -50,6 +50,8 @@ export interface ReplicaOptions {
   counters: Counters
   merge: boolean
   ttl: TtlOption
+  /** While the server list changes: the previous servers that may hold a key's copies, and a count of sessions moved. */
+  migration: { readonly active: boolean; previousCopiesOf(key: string): Server[]; moved(): void }
 }
 
 /** How long before its deadline a replicated operation stops waiting for copies that have not answered. */
@@ -71,12 +73,12 @@ export class ReplicatedSessions {
     return this.#options.client.copiesOf(key, this.#options.copies)
   }
 
-  /** One request per copy of `op`'s session, gathered within the operation's time. */
+  /** One request per copy of `op`'s session (or per server of `servers`), gathered within the operation's time. */
   fanout<T>(
     op: OperationContext,
     request: (server: Server, copy: number, receiver: Receiver<T>, patience: 'wait' | 'refuse') => void,
+    servers: Server[] = this.copiesOf(op.key),
   ): Promise<CopyOutcome<T>[]> {
-    const servers = this.copiesOf(op.key)
     const fanout = new Fanout<T>(servers, this.#patience as Deadlines<Fanout<unknown>>, op.scope.deadline - this.#margin)
     let copy = 0
     const indexOf = new Map(servers.map((server) => [server, copy++]))
@@ -91,7 +93,42 @@ export class ReplicatedSessions {
       else server.getAndTouch(op.key, expiry, op.scope, receiver, patience)
     })
     if (answered(outcomes).length === 0) throw noCopyAnswered(outcomes, op)
+    if (this.#options.migration.active && outcomes.every((outcome) => outcome.value === undefined) && (await this.#moved(op))) {
+      return this.read(op, lifetime)
+    }
     return outcomes
+  }
+
+  /**
+   * While the server list changes, a session none of whose copies is where the ring now places it:
+   * looked for on the previous servers, and its newest copy moved (ADD on every new copy, so that a
+   * newer write or a logout there wins; then the previous copies deleted). True when one was moved.
+   */
+  async #moved(op: OperationContext): Promise<boolean> {
+    const { migration, loader } = this.#options
+    const previous = migration.previousCopiesOf(op.key)
+    if (previous.length === 0) return false
+    const old = await this.fanout<Item | undefined>(
+      op,
+      (server, _copy, receiver, patience) => server.get(op.key, op.scope, receiver, patience),
+      previous,
+    )
+    let newest: number | undefined
+    const copies = old.map((outcome) => (outcome.settled && outcome.value !== undefined ? readCopy(outcome.value.value) : undefined))
+    copies.forEach((copy, i) => {
+      if (copy !== undefined && (newest === undefined || newer(copy, copies[newest] as Copy))) newest = i
+    })
+    if (newest === undefined || (copies[newest] as Copy).kind === 'placeholder') return false
+    const best = copies[newest] as Copy
+    const expiry = best.kind === 'tombstone' ? memcachedExpiry(loader.tombstoneSeconds()) : this.#sessionExpiry(best, op)
+    const moved = await this.#store(op, (old[newest].value as Item).value, expiry, () => undefined, 'add')
+    await Promise.all(
+      old.map((outcome) => (outcome.value ? outcome.server.delete(op.key, op.scope, outcome.value.cas).catch(() => false) : false)),
+    )
+    if (!moved.some((outcome) => outcome.settled)) return false
+    migration.moved()
+    debug('migration: %s moved from %s', op.subject, old[newest].server.address)
+    return true
   }
 
   /**
@@ -232,6 +269,17 @@ export class ReplicatedSessions {
   async destroy(op: OperationContext): Promise<void> {
     const expiry = memcachedExpiry(this.#options.loader.tombstoneSeconds())
     const tombstone = tombstoneValue(nextVersion())
+    const { migration } = this.#options
+    if (migration.active) {
+      // While sessions move, the tombstone goes on every new copy (so that a copy still on a previous
+      // server is never moved over it), and the previous copies are deleted.
+      const [outcomes] = await Promise.all([
+        this.#store(op, tombstone, expiry, () => undefined, 'set'),
+        ...migration.previousCopiesOf(op.key).map((server) => server.delete(op.key, op.scope).catch(() => false)),
+      ])
+      if (!outcomes.some((outcome) => outcome.value?.status === 'ok')) throw noCopyAnswered(outcomes, op)
+      return
+    }
     const outcomes = await this.#store(op, tombstone, expiry, () => undefined, 'replace')
     const replies = answered(outcomes)
     if (replies.some(({ value }) => value.status === 'ok') || replies.length === outcomes.length) return
@@ -269,7 +317,15 @@ export class ReplicatedSessions {
       const replies = answered(outcomes)
       if (replies.length === 0) throw noCopyAnswered(outcomes, op)
       if (!replies.some(({ value: reply }) => reply.status === 'exists')) {
-        if (!replies.some(({ value: reply }) => reply.status === 'ok')) return 'none'
+        if (!replies.some(({ value: reply }) => reply.status === 'ok')) {
+          // Moved from previous servers meanwhile (the server list changed): merged like another writer's save.
+          if (merges < MAX_MERGES && this.#options.migration.active && (await this.#moved(op))) {
+            cas = []
+            base = 0
+            continue
+          }
+          return 'none'
+        }
         origin.copies = outcomes.map((outcome) => (outcome.value?.status === 'ok' ? outcome.value.cas : undefined))
         origin.version = version
         // After a merge the request's own session object lacks the other writer's changes: its next

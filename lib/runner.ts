@@ -51,6 +51,11 @@ export interface RunnerOptions {
   counters: Counters
   /** The server a key lives on, for timeout messages and traces. */
   addressFor(key: string): string
+  /**
+   * While there is no server to send to yet (auto discovery before its first answer): what operations
+   * wait for, within their timeout. Undefined once there are servers.
+   */
+  gate?(): Promise<void> | undefined
 }
 
 const DONE: Promise<void> = Promise.resolve()
@@ -94,9 +99,38 @@ export class OperationRunner {
   }
 
   run<T, R = T>(spec: OperationSpec<T, R>): Promise<R> {
+    const startedAt = performance.now()
+    const gate = this.#shared.options.gate?.()
+    if (gate === undefined) return this.#start(spec, startedAt)
+    return this.#afterGate(gate, startedAt, spec.operation).then(
+      () => this.#start(spec, startedAt),
+      (err: unknown) => this.#ended(spec, Promise.reject(err), undefined, startedAt),
+    )
+  }
+
+  /** Waits for `gate` until the operation's deadline; rejects with ETIMEDOUT (nothing sent) when it does not open in time. */
+  #afterGate(gate: Promise<void>, startedAt: number, operation: Operation = 'get'): Promise<void> {
+    const { timeoutMs } = this.#shared.options
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(
+        () => {
+          const reason = `no server list within ${timeoutMs} ms: the discovery endpoint has not answered yet`
+          reject(
+            new MemcacheStoreError('ETIMEDOUT', operation, `${operation} failed: ${reason}; nothing was sent`, { reason, sent: false }),
+          )
+        },
+        Math.max(0, startedAt + timeoutMs - performance.now()),
+      )
+      gate.then(() => {
+        clearTimeout(timer)
+        resolve()
+      })
+    })
+  }
+
+  #start<T, R>(spec: OperationSpec<T, R>, startedAt: number): Promise<R> {
     const { operation, sid } = spec
     const { options, locks, running } = this.#shared
-    const startedAt = performance.now()
     const trace = spec.internal !== true && operationChannel.hasSubscribers ? startTrace(traceOf(options, operation, sid)) : undefined
     if (this.#closed) {
       const subject = describeSession(sid)
@@ -149,16 +183,19 @@ export class OperationRunner {
   }
 
   /** A listing (all, ids, length, clear): counted and traced like the other operations, on every server. */
-  list<T>(operation: Operation, servers: string, callback: Callback<T> | undefined, work: () => Promise<T>): Promise<T> {
+  list<T>(operation: Operation, servers: () => string, callback: Callback<T> | undefined, work: () => Promise<T>): Promise<T> {
     const { options } = this.#shared
     const startedAt = performance.now()
-    const trace = operationChannel.hasSubscribers ? startTrace({ operation, server: servers, session: undefined }) : undefined
-    let listed: Promise<T>
-    try {
-      listed = work().catch((err: unknown) => Promise.reject(storeError(err, operation, undefined)))
-    } catch (err) {
-      listed = Promise.reject(storeError(err, operation, undefined))
+    const gate = options.gate?.()
+    const trace = operationChannel.hasSubscribers ? startTrace({ operation, server: gate ? '' : servers(), session: undefined }) : undefined
+    const listing = () => {
+      try {
+        return work().catch((err: unknown) => Promise.reject(storeError(err, operation, undefined)))
+      } catch (err) {
+        return Promise.reject(storeError(err, operation, undefined))
+      }
     }
+    const listed = gate === undefined ? listing() : this.#afterGate(gate, startedAt, operation).then(listing)
     return settle(listed, callback, undefined, (err) => record(options, operation, startedAt, trace, err))
   }
 

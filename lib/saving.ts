@@ -37,6 +37,11 @@ export class SessionWriter {
   readonly #origins: Origins
   readonly #counters: Counters
   readonly #merge: boolean
+  /**
+   * Asked when a loaded session is missing where it is saved: true when it was found elsewhere and
+   * moved there (the server list changed), so that the save merges with it instead of giving up.
+   */
+  onMiss: ((op: OperationContext) => Promise<boolean>) | undefined
 
   constructor(client: MemcachedClient, codec: SessionCodec, origins: Origins, counters: Counters, merge: boolean) {
     this.#client = client
@@ -106,7 +111,9 @@ export class SessionWriter {
    */
   async saveLoaded(op: OperationContext, origin: Origin, encoded: Encoded): Promise<WriteKind> {
     if (!this.#merge) {
-      const replaced = await this.#write('replace', op, encoded.value, encoded.expiry)
+      let replaced = await this.#write('replace', op, encoded.value, encoded.expiry)
+      if (replaced.status === 'miss' && (await this.onMiss?.(op)))
+        replaced = await this.#write('replace', op, encoded.value, encoded.expiry)
       if (replaced.status !== 'ok') return 'none'
       this.update(origin, replaced.cas, encoded, true)
       return 'replaced'
@@ -122,7 +129,14 @@ export class SessionWriter {
           this.update(origin, written.cas, encoded, merges === 0)
           return merges === 0 ? 'cas' : 'merged'
         }
-        if (written.status === 'miss') return 'none'
+        if (written.status === 'miss') {
+          // Moved from a previous server meanwhile: merged with what was moved, like another writer's save.
+          if (await this.onMiss?.(op)) {
+            cas = undefined
+            continue
+          }
+          return 'none'
+        }
         debug('cas retry: %s changed since this request read it (attempt %d)', op.subject, merges + 1)
       }
       if (merges === MAX_MERGES) throw this.conflict(op)

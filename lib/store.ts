@@ -2,14 +2,24 @@ import session, { type SessionData } from 'express-session'
 import { SessionCodec } from './codec.js'
 import type { CopyOutcome } from './copies.js'
 import { SessionCipher } from './crypto.js'
-import { SessionEnumeration } from './enumeration.js'
+import { Discovery, type DiscoveryState } from './discovery.js'
+import { isSessionKey, SessionEnumeration } from './enumeration.js'
 import { describeThrown, MemcacheStoreError, storeError } from './errors.js'
 import { type ReservedIds, reservedIdsOn } from './genid.js'
 import { type Extension, type FollowUp, SessionLoader } from './loading.js'
 import { BurstLog } from './log.js'
 import { createClient, type Item, type MemcachedClient, type MemcachedError, type Receiver, type ServerState } from './memcached/index.js'
+import { Migration, type MigrationState } from './migration.js'
 import { Counters, debug, type StoreCounters, type WriteKind } from './observability.js'
-import { clientHints, type MemcacheStoreOptions, type ResolvedOptions, resolveOptions } from './options.js'
+import {
+  checkServers,
+  clientHints,
+  type MemcacheStoreOptions,
+  type ResolvedOptions,
+  resolveOptions,
+  type ServerOption,
+  type WeightedServer,
+} from './options.js'
 import { type Origin, Origins } from './origins.js'
 import { checkReady } from './readiness.js'
 import { RecentTouches } from './recent-touches.js'
@@ -39,8 +49,10 @@ export class MemcacheStore extends session.Store {
   readonly #counters = new Counters()
   /** Whether reads move the expiry themselves (get-and-touch); a benchmark knob (docs/internals.md). */
   readonly #getAndTouch = process.env.EXPRESS_SESSION_MEMCACHE_GET_AND_TOUCH !== '0'
-  /** Every server's address, as listings report them. */
-  readonly #serverList: string
+  /** Where sessions move when the server list changes. */
+  readonly #migration: Migration
+  /** With `discovery`: the configuration endpoint's poller. */
+  readonly #discovery: Discovery | undefined
   #closing: Promise<void> | undefined
 
   constructor(options: MemcacheStoreOptions = {}) {
@@ -71,10 +83,12 @@ export class MemcacheStore extends session.Store {
       log: this.#log,
       counters: this.#counters,
       addressFor: (key) => this.#client.addressFor(key),
+      gate: () => (this.#discovery === undefined || this.#discovery.answered ? undefined : this.#discovery.first),
     })
     const cipher = resolved.secrets && new SessionCipher(resolved.secrets, resolved.prefix)
     const codec = new SessionCodec(resolved.serializer, cipher, resolved.maxItemSize)
     this.#writer = new SessionWriter(this.#client, codec, this.#origins, this.#counters, resolved.merge)
+    this.#writer.onMiss = async (op) => this.#migration.active && (await this.#migration.moveSingle(op)) !== undefined
     this.#loader = new SessionLoader({
       client: this.#client,
       codec,
@@ -84,6 +98,7 @@ export class MemcacheStore extends session.Store {
       disableTouch: resolved.disableTouch,
     })
     this.#reading = { loader: this.#loader, followUp: (sid, followUp) => this.#followUp(sid, followUp) }
+    const migration = () => this.#migration
     this.#replicas =
       resolved.replicas > 0
         ? new ReplicatedSessions({
@@ -96,13 +111,47 @@ export class MemcacheStore extends session.Store {
             counters: this.#counters,
             merge: resolved.merge,
             ttl: resolved.ttl,
+            migration: {
+              get active() {
+                return migration().active
+              },
+              previousCopiesOf: (key) => migration().previousCopiesOf(key),
+              moved: () => migration().moved(),
+            },
           })
         : undefined
-    this.#serverList = this.#client.servers.map((server) => server.address).join(',')
+    this.#migration = new Migration(
+      {
+        client: this.#client,
+        copies: 1 + resolved.replicas,
+        prefix: resolved.prefix,
+        timeoutMs: resolved.timeout,
+        log: this.#log,
+        pull: (sid) => this.#get(sid, undefined, false, true),
+        longestLifetime: () => this.#loader.tombstoneSeconds(),
+        isSessionKey: (key) => isSessionKey(key, resolved.prefix),
+        lifetimeOfStored: (value, op) => {
+          const sess = this.#writer.peek(value, op)
+          return sess === undefined ? -1 : lifetimeOf(sess, resolved.ttl).seconds
+        },
+      },
+      resolved.servers,
+    )
+    this.#discovery = resolved.discovery
+      ? new Discovery({
+          ...resolved.discovery,
+          timeoutMs: resolved.timeout,
+          tls: resolved.tls,
+          credentials: resolved.credentials,
+          log: this.#log,
+          apply: (nodes, version) => this.#changeServers(nodes, version),
+        })
+      : undefined
+    this.#discovery?.start()
     this.#enumeration = new SessionEnumeration({
       prefix: this.prefix,
       timeoutMs: resolved.timeout,
-      servers: this.#client.servers,
+      servers: () => this.#client.servers,
       copiesOf: (key) => this.#client.copiesOf(key, 1 + resolved.replicas).map((server) => server.address),
       replicated: resolved.replicas > 0,
       expiryIgnoresCookie: typeof resolved.ttl === 'function',
@@ -125,7 +174,22 @@ export class MemcacheStore extends session.Store {
   #get(sid: string, callback: Callback<SessionData | null> | undefined, extend: boolean, internal = false): Promise<SessionData | null> {
     const lifetime = this.#loader.extension(extend)
     const replicas = this.#replicas
-    if (replicas === undefined) return this.#runner.run(new Read(this.#reading, sid, callback, lifetime, internal))
+    if (replicas === undefined) {
+      if (!this.#migration.active) return this.#runner.run(new Read(this.#reading, sid, callback, lifetime, internal))
+      // The server list changed: a session that misses on its new server is looked for on the previous ones.
+      const read = new Read(this.#reading, sid, callback, lifetime, internal)
+      return this.#runner.run<Item | undefined, SessionData | null>({
+        operation: 'get',
+        sid,
+        callback,
+        internal,
+        fallback: undefined,
+        work: async (op) =>
+          (await new Promise<Item | undefined>((resolved, rejected) => read.send(op, { resolved, rejected }))) ??
+          this.#migration.moveSingle(op),
+        finish: (item, op) => read.finish(item, op),
+      })
+    }
     let extension: Extension | undefined
     return this.#runner.run<CopyOutcome<Item | undefined>[] | undefined, SessionData | null>({
       operation: 'get',
@@ -267,6 +331,19 @@ export class MemcacheStore extends session.Store {
 
   #destroy(sid: string, callback: Callback<void> | undefined, internal: boolean): Promise<void> {
     const replicas = this.#replicas
+    if (replicas === undefined && this.#migration.active) {
+      return this.#runner.run<void>({
+        operation: 'destroy',
+        sid,
+        callback,
+        internal,
+        fallback: undefined,
+        work: async (op) => {
+          this.#recentTouches?.forget(op.key)
+          await this.#migration.destroySingle(op, this.#loader.tombstoneSeconds())
+        },
+      })
+    }
     if (replicas !== undefined) {
       return this.#runner.run<void>({
         operation: 'destroy',
@@ -299,27 +376,66 @@ export class MemcacheStore extends session.Store {
    * store's prefix on every server (listed with `lru_crawler metadump`), each read like `get` does.
    */
   override all(callback?: Callback<Record<string, SessionData>>): Promise<Record<string, SessionData>> {
-    return this.#runner.list('all', this.#serverList, callback, () => this.#enumeration.all())
+    return this.#runner.list(
+      'all',
+      () => this.#serverList(),
+      callback,
+      () => this.#enumeration.all(),
+    )
   }
 
   /** The IDs of this store's live sessions on every server (see docs/listing.md for which are read). */
   ids(callback?: Callback<string[]>): Promise<string[]> {
-    return this.#runner.list('ids', this.#serverList, callback, () => this.#enumeration.ids())
+    return this.#runner.list(
+      'ids',
+      () => this.#serverList(),
+      callback,
+      () => this.#enumeration.ids(),
+    )
   }
 
   /** How many live sessions this store holds: `ids().length`. */
   override length(callback?: Callback<number>): Promise<number> {
-    return this.#runner.list('length', this.#serverList, callback, () => this.#enumeration.length())
+    return this.#runner.list(
+      'length',
+      () => this.#serverList(),
+      callback,
+      () => this.#enumeration.length(),
+    )
   }
 
   /** Deletes this store's sessions one by one; other keys on the servers are left alone (never `flush_all`). */
   override clear(callback?: Callback<void>): Promise<void> {
-    return this.#runner.list('clear', this.#serverList, callback, () => this.#enumeration.clear().then(() => undefined))
+    return this.#runner.list(
+      'clear',
+      () => this.#serverList(),
+      callback,
+      () => this.#enumeration.clear().then(() => undefined),
+    )
   }
 
   /** Resolves once every server answers; rejects with an Error naming each one that does not, why, and what to change. */
   ready(): Promise<void> {
-    return checkReady(this.#client, this.#options.timeout, this.#options.tls !== undefined)
+    const discovery = this.#discovery
+    if (discovery === undefined || discovery.answered)
+      return checkReady(this.#client, this.#options.timeout, this.#options.tls !== undefined)
+    // With discovery, ready once the endpoint gave a server list and those servers answer.
+    const started = performance.now()
+    return new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        const { endpoint, lastError } = discovery.state
+        const reason = `the configuration endpoint ${endpoint} gave no server list within ${this.#options.timeout} ms${lastError ? ` (${lastError})` : ''}`
+        reject(
+          new MemcacheStoreError('ESERVERDOWN', 'ready', `memcached is not ready: ${reason}`, { server: endpoint, reason, sent: true }),
+        )
+      }, this.#options.timeout)
+      void discovery.first.then(() => {
+        clearTimeout(timer)
+        resolve()
+      })
+    }).then(() =>
+      checkReady(this.#client, Math.max(1, this.#options.timeout - (performance.now() - started)), this.#options.tls !== undefined),
+    )
   }
 
   /**
@@ -353,6 +469,8 @@ export class MemcacheStore extends session.Store {
       genid: this.#reservedIds?.stats() ?? { pooled: 0, skipped: 0, fallbacks: 0 },
       ...this.#counters.snapshot(),
       ...(this.#replicas ? { replication: structuredClone(this.#replicas.counts) } : {}),
+      migration: this.#migration.state,
+      ...(this.#discovery ? { discovery: this.#discovery.state } : {}),
     }
   }
 
@@ -363,6 +481,8 @@ export class MemcacheStore extends session.Store {
   close(): Promise<void> {
     this.#closing ??= (async () => {
       this.#enumeration.close()
+      this.#migration.close()
+      this.#discovery?.close()
       await this.#reservedIds?.close()
       await this.#runner.close()
       this.#client.close()
@@ -376,6 +496,45 @@ export class MemcacheStore extends session.Store {
     const created = super.createSession(req, sess)
     if (origin) this.#origins.remember(created, origin)
     return created
+  }
+
+  /**
+   * Replaces the server list; resolves once the new ring is in use (operations in flight finish on
+   * the servers they were sent to). No session is lost to the change: one that misses on its new
+   * server is looked for on the previous one and moved there, and every previous server that still
+   * answers is drained in the background. Emits `serversChanged` with the servers added and removed.
+   */
+  setServers(servers: string | Array<string | WeightedServer>, version?: number): Promise<void> {
+    try {
+      if (this.#discovery) {
+        throw new TypeError(
+          'The server list comes from `discovery` (the configuration endpoint): setServers would be undone by its next poll',
+        )
+      }
+      this.#changeServers(checkServers(servers, '`servers`'), version)
+    } catch (err) {
+      return Promise.reject(err)
+    }
+    return Promise.resolve()
+  }
+
+  /** Puts a checked server list in use (setServers, or discovery's). */
+  #changeServers(list: ServerOption[], version?: number): void {
+    if (this.#options.replicas > list.length - 1) {
+      throw new TypeError(
+        `Expected at least ${this.#options.replicas + 1} servers for \`replicas: ${this.#options.replicas}\`, got ${list.length}`,
+      )
+    }
+    const { added, removed } = this.#migration.change(list)
+    if (added.length > 0 || removed.length > 0) {
+      debug('servers changed: added %o, removed %o', added, removed)
+      this.#emitSafely('serversChanged', version === undefined ? { added, removed } : { added, removed, version })
+    }
+  }
+
+  /** Every server's address, as listings report them. */
+  #serverList(): string {
+    return this.#client.servers.map((server) => server.address).join(',')
   }
 
   /** A read's follow-up request, run like an operation of its own; its failure is logged, the read's result stands. */
@@ -442,16 +601,18 @@ export class MemcacheStore extends session.Store {
     })
   }
 
-  /** A server started failing or answers again: the events, told so that a listener that throws changes nothing else. */
+  /** A server started failing or answers again. */
   #serverChanged(server: string, change: 'down' | 'up', failure?: MemcachedError): void {
+    if (change === 'down') this.#emitSafely('serverDown', { server, error: storeError(failure, 'ready', 'the server') })
+    else this.#emitSafely('serverUp', { server })
+  }
+
+  /** Emits an event so that a listener that throws changes nothing else (it is logged). */
+  #emitSafely(event: string, payload: object): void {
     try {
-      if (change === 'down') this.emit('serverDown', { server, error: storeError(failure, 'ready', 'the server') })
-      else this.emit('serverUp', { server })
+      this.emit(event, payload)
     } catch (err) {
-      this.#log.report(
-        'listener',
-        `a '${change === 'down' ? 'serverDown' : 'serverUp'}' listener threw (${describeThrown(err)}); the store carries on`,
-      )
+      this.#log.report('listener', `a '${event}' listener threw (${describeThrown(err)}); the store carries on`)
     }
   }
 }
@@ -465,6 +626,10 @@ export interface StoreDiagnostics extends StoreCounters {
   genid: { pooled: number; skipped: number; fallbacks: number }
   /** With `replicas`: what reads found of the copies and rewrote (read repair), in all and per server. */
   replication?: ReplicationCounters
+  /** Sessions moved after changes of the server list, and the previous servers still consulted or drained. */
+  migration: MigrationState
+  /** With `discovery`: the endpoint, the configuration version in use, the last poll and its error. */
+  discovery?: DiscoveryState
 }
 
 /**

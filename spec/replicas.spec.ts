@@ -170,7 +170,7 @@ describe('a logout is final, and no older copy is served', () => {
     assert.equal((await readSession(fresh, sid))?.step, 2)
     await eventually('the stale copy is rewritten', async () => {
       const item = await other.inspect(key)
-      return item !== undefined && item.value.includes('"step":2')
+      return item?.value.includes('"step":2') === true
     })
     await own.kill()
     assert.equal((await readSession(create(servers, { replicas: 1, prefix: store.prefix }), sid))?.step, 2)

@@ -1,6 +1,7 @@
+import type { ServerConfig } from './config.js'
 import type { Connection, Patience } from './connection.js'
 import type { Failure } from './errors.js'
-import type { Placement } from './ring.js'
+import { consistentPlacement, customPlacement, type Placement } from './ring.js'
 import type { Command, Receiver, Reply, RequestScope, Transport } from './wire.js'
 
 /** What a read found: the value, its CAS and (meta only) the seconds it had left. */
@@ -125,32 +126,25 @@ export class Server {
 }
 
 /**
- * A memcached client: which server holds a key (and which hold its copies), and the commands, sent
- * to the key's server. Every request settles within the configured timeout (see Connection); none
- * is ever retried (a timed-out write may still be applied).
+ * A set of servers and where each key lives among them (ketama, or the application's own
+ * placement). A client uses one ring at a time; a ring it no longer uses can still be read from
+ * (its servers stay open until retired), which is how sessions move when the server list changes.
  */
-export class MemcachedClient {
-  readonly protocol: 'binary' | 'meta'
+export class Ring {
   readonly servers: readonly Server[]
   readonly #placement: Placement
   readonly #single: Server | undefined
 
-  constructor(protocol: 'binary' | 'meta', servers: readonly Server[], placement: Placement) {
-    this.protocol = protocol
+  constructor(servers: readonly Server[], placement: Placement) {
     this.servers = servers
     this.#placement = placement
     this.#single = servers.length === 1 ? servers[0] : undefined
   }
 
-  /** Requests in flight on every server. */
-  get inFlight(): number {
-    let count = 0
-    for (const server of this.servers) count += server.connection.inFlight
-    return count
-  }
-
   serverFor(key: string): Server {
-    return this.#single ?? this.servers[this.#placement.place(key)]
+    const server = this.#single ?? this.servers[this.#placement.place(key)]
+    if (server === undefined) throw new Error('this ring has no servers')
+    return server
   }
 
   /** The `count` distinct servers that keep copies of a key: its own server first, then the next ones on the ring. */
@@ -159,9 +153,94 @@ export class MemcachedClient {
     return this.#placement.copies(key, count).map((index) => this.servers[index])
   }
 
+  has(server: Server): boolean {
+    return this.servers.includes(server)
+  }
+}
+
+/**
+ * A memcached client: which server holds a key (and which hold its copies), and the commands, sent
+ * to the key's server on the ring in use. Every request settles within the configured timeout (see
+ * Connection); none is ever retried (a timed-out write may still be applied).
+ */
+export class MemcachedClient {
+  readonly protocol: 'binary' | 'meta'
+  #ring: Ring
+  /** Every server made and not retired, by address: a ring that names one again reuses it (its connection and health). */
+  readonly #known = new Map<string, Server>()
+  readonly #make: (config: ServerConfig) => Server
+
+  constructor(
+    protocol: 'binary' | 'meta',
+    make: (config: ServerConfig) => Server,
+    servers: readonly ServerConfig[],
+    placement?: (key: string) => number,
+  ) {
+    this.protocol = protocol
+    this.#make = make
+    this.#ring = this.ringOf(servers, placement)
+  }
+
+  /** The ring in use. */
+  get ring(): Ring {
+    return this.#ring
+  }
+
+  get servers(): readonly Server[] {
+    return this.#ring.servers
+  }
+
+  /**
+   * A ring of these servers (ketama, weighted; or `placement`), reusing the servers this client
+   * already has by address. It is used once passed to `use`.
+   */
+  ringOf(configs: readonly ServerConfig[], placement?: (key: string) => number): Ring {
+    const servers = configs.map((config) => {
+      const address = `${config.host}:${config.port}`
+      let server = this.#known.get(address)
+      if (server === undefined) {
+        server = this.#make(config)
+        this.#known.set(address, server)
+      }
+      return server
+    })
+    const ring = consistentPlacement(
+      servers.map((server) => server.address),
+      configs.map((config) => config.weight),
+    )
+    return new Ring(servers, placement ? customPlacement(placement, servers.length, ring) : ring)
+  }
+
+  /** From now on, keys are placed on `ring`. Requests in flight finish on the servers they were sent to. */
+  use(ring: Ring): void {
+    this.#ring = ring
+  }
+
+  /** Closes a server no ring in use needs any more (what is in flight on it fails with ECLOSED). */
+  retire(server: Server): void {
+    if (this.#ring.has(server)) return
+    server.connection.close()
+    this.#known.delete(server.address)
+  }
+
+  /** Requests in flight on every server, retired ones aside. */
+  get inFlight(): number {
+    let count = 0
+    for (const server of this.#known.values()) count += server.connection.inFlight
+    return count
+  }
+
+  serverFor(key: string): Server {
+    return this.#ring.serverFor(key)
+  }
+
+  copiesOf(key: string, count: number): Server[] {
+    return this.#ring.copiesOf(key, count)
+  }
+
   /** The address of the server a key lives on, for messages and traces. */
   addressFor(key: string): string {
-    return this.serverFor(key).address
+    return this.#ring.servers.length === 0 ? '' : this.serverFor(key).address
   }
 
   get(key: string, scope: RequestScope): Promise<Item | undefined>
@@ -210,8 +289,9 @@ export class MemcachedClient {
     return server.ping(scope)
   }
 
+  /** The state of each server of the ring in use. */
   states(): ServerState[] {
-    return this.servers.map(({ address, connection: { health } }) => ({
+    return this.#ring.servers.map(({ address, connection: { health } }) => ({
       address,
       state: health.state,
       lastError: health.lastFailureAt === 0 ? undefined : health.lastError,
@@ -221,7 +301,7 @@ export class MemcachedClient {
 
   /** Fails whatever is in flight with ECLOSED and closes every connection. */
   close(): void {
-    for (const server of this.servers) server.connection.close()
+    for (const server of this.#known.values()) server.connection.close()
   }
 }
 

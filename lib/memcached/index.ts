@@ -3,19 +3,19 @@
 // layer above words them.
 import { binaryProtocol } from './binary.js'
 import { MemcachedClient, Server } from './client.js'
-import type { ClientConfig } from './config.js'
+import type { ClientConfig, ServerConfig } from './config.js'
 import { Connection } from './connection.js'
 import { MemjsTransport } from './memjs.js'
 import { metaProtocol } from './meta.js'
-import { consistentPlacement, customPlacement } from './ring.js'
 import { TextTransport } from './text-transport.js'
 import { WriteBatcher } from './write-batcher.js'
 
-export { type Item, MemcachedClient, Server, type ServerState, type StorageMode } from './client.js'
+export { type Item, MemcachedClient, Ring, Server, type ServerState, type StorageMode } from './client.js'
 export type { ClientConfig, Credentials, DebugLog, Hints, ServerConfig, StateListener } from './config.js'
 export type { Patience } from './connection.js'
 export { metadump } from './crawler.js'
 export { type FailureCode, MemcachedError } from './errors.js'
+export { TextTransport } from './text-transport.js'
 export { MAX_EXPIRY, type Receiver, type Reply, type RequestScope } from './wire.js'
 
 /**
@@ -27,7 +27,7 @@ export function createClient(config: ClientConfig): MemcachedClient {
   const batcher = new WriteBatcher()
   const silence = silenceHint(config)
   const credentialsHint = config.hints?.credentials
-  const servers: Server[] = config.servers.map(({ host, port, credentials: own }) => {
+  const make = ({ host, port, credentials: own }: ServerConfig): Server => {
     const credentials = own ?? config.credentials
     const endpoint = { host, port }
     const transport =
@@ -47,13 +47,8 @@ export function createClient(config: ClientConfig): MemcachedClient {
     // Listing keys is a text command: SASL credentials are not token credentials.
     const lister = new TextTransport(endpoint, config.tls, config.protocol === 'meta' ? credentials : undefined, credentialsHint)
     return new Server(host, port, connection, lister)
-  })
-  const ring = consistentPlacement(
-    servers.map((server) => server.address),
-    config.servers.map((server) => server.weight),
-  )
-  const placement = config.placement ? customPlacement(config.placement, servers.length, ring) : ring
-  return new MemcachedClient(config.protocol, servers, placement)
+  }
+  return new MemcachedClient(config.protocol, make, config.servers, config.placement)
 }
 
 /**
