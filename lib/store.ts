@@ -13,7 +13,7 @@ import { type Origin, Origins } from './origins.js'
 import { checkReady } from './readiness.js'
 import { RecentTouches } from './recent-touches.js'
 import { RESERVATION_TTL_SECONDS } from './reservations.js'
-import { type Callback, type OperationContext, OperationRunner } from './runner.js'
+import { type Callback, checkCallback, type OperationContext, OperationRunner } from './runner.js'
 import { SessionWriter } from './saving.js'
 import { type Lifetime, lifetimeOf, memcachedExpiry, originalMaxAge } from './ttl.js'
 
@@ -100,6 +100,7 @@ export class MemcacheStore extends session.Store {
    * its session costs one memcached request: express-session's `touch` then sends nothing.
    */
   get(sid: string, callback?: Callback<SessionData | null>): Promise<SessionData | null> {
+    checkCallback('get', callback)
     return this.#get(sid, callback, this.#getAndTouch)
   }
 
@@ -113,6 +114,7 @@ export class MemcacheStore extends session.Store {
    * unless `merge` is false); plain data is upserted. An expired cookie deletes the session instead.
    */
   set(sid: string, sess: SessionData, callback?: Callback<void>): Promise<void> {
+    checkCallback('set', callback)
     return this.#runner.run<WriteKind, void>({
       operation: 'set',
       sid,
@@ -142,6 +144,7 @@ export class MemcacheStore extends session.Store {
    * a session that is read must never look expired by a stale one.
    */
   override touch(sid: string, sess: SessionData, callback?: Callback<void>): Promise<void> {
+    checkCallback('touch', callback)
     // Nothing to send (counted and traced all the same): disableTouch, or touchAfter (only keys that
     // were sent once are remembered, so a hit is a valid key).
     if (this.#options.disableTouch || this.#recentTouches?.isRecent(this.prefix + sid))
@@ -196,6 +199,7 @@ export class MemcacheStore extends session.Store {
 
   /** Deletes a session. Its failure is always passed on, even with `failOpen`: a logout must never be faked. */
   destroy(sid: string, callback?: Callback<void>): Promise<void> {
+    checkCallback('destroy', callback)
     return this.#destroy(sid, callback, false)
   }
 
@@ -219,21 +223,25 @@ export class MemcacheStore extends session.Store {
    * store's prefix on every server (listed with `lru_crawler metadump`), each read like `get` does.
    */
   override all(callback?: Callback<Record<string, SessionData>>): Promise<Record<string, SessionData>> {
+    checkCallback('all', callback)
     return this.#runner.list('all', this.#serverList, callback, () => this.#enumeration.all())
   }
 
   /** The IDs of this store's live sessions on every server (see docs/listing.md for which are read). */
   ids(callback?: Callback<string[]>): Promise<string[]> {
+    checkCallback('ids', callback)
     return this.#runner.list('ids', this.#serverList, callback, () => this.#enumeration.ids())
   }
 
   /** How many live sessions this store holds: `ids().length`. */
   override length(callback?: Callback<number>): Promise<number> {
+    checkCallback('length', callback)
     return this.#runner.list('length', this.#serverList, callback, () => this.#enumeration.length())
   }
 
   /** Deletes this store's sessions one by one; other keys on the servers are left alone (never `flush_all`). */
   override clear(callback?: Callback<void>): Promise<void> {
+    checkCallback('clear', callback)
     return this.#runner.list('clear', this.#serverList, callback, () => this.#enumeration.clear().then(() => undefined))
   }
 

@@ -310,6 +310,66 @@ describe('collision-checked new sessions', () => {
   })
 })
 
+describe('bad arguments fail at once', () => {
+  /** memcached's count of commands received: nothing may be sent for a refused call. */
+  async function commandsSent(): Promise<number> {
+    const text = await file.server.command('stats')
+    const read = (name: string) => Number(new RegExp(`STAT ${name} (\\d+)`).exec(text)?.[1])
+    return read('cmd_get') + read('cmd_set') + read('cmd_touch') + read('delete_hits') + read('delete_misses')
+  }
+
+  it('a callback that is not a function is a TypeError thrown at once: nothing sent, nothing left pending, no unhandled rejection', async () => {
+    const store = stores.create()
+    const sid = randomId()
+    await store.set(sid, plainSession({ kept: true }))
+    const before = await file.server.inspect(keyOf(store, sid))
+    const unhandled: unknown[] = []
+    const onUnhandled = (reason: unknown) => unhandled.push(reason)
+    process.on('unhandledRejection', onUnhandled)
+    try {
+      const sentBefore = await commandsSent()
+      // What koa-session passes where express-session's callback goes: maxAge, then `{ ctx }` (whose
+      // request carries the session cookie: it must not reach the message).
+      const ctx = { ctx: { headers: { cookie: `koa.sess=${sid}` } }, rolling: false }
+      const calls: Array<[string, () => unknown]> = [
+        ['get', () => store.get(sid, 86_400_000 as never)],
+        ['set', () => store.set(sid, plainSession({ kept: false }), 86_410_000 as never)],
+        ['destroy', () => store.destroy(sid, ctx as never)],
+        ['touch', () => store.touch(sid, plainSession(), 'later' as never)],
+        ['all', () => store.all(true as never)],
+        ['ids', () => store.ids({} as never)],
+        ['length', () => store.length(1 as never)],
+        ['clear', () => store.clear([] as never)],
+      ]
+      for (const [name, call] of calls) {
+        assert.throws(call, (err: Error) => {
+          assert.ok(err instanceof TypeError, `${name}: ${err}`)
+          assert.match(err.message, new RegExp(`callback of \`${name}\` to be a function`))
+          assert.ok(!err.message.includes(sid), `${name}: the message names the cookie's session ID`)
+          return true
+        })
+      }
+      assertIdle(store)
+      await sleep(20)
+      assert.equal(await commandsSent(), sentBefore, 'no command reached memcached')
+      assert.deepEqual(unhandled, [])
+    } finally {
+      process.off('unhandledRejection', onUnhandled)
+    }
+    assert.deepEqual(await file.server.inspect(keyOf(store, sid)), before, 'the session is as it was')
+  })
+
+  it('an absent callback (undefined or null) is none: the promise settles', async () => {
+    const store = stores.create()
+    const sid = randomId()
+    await store.set(sid, plainSession({ n: 1 }), undefined)
+    await store.set(sid, plainSession({ n: 2 }), null as never)
+    assert.equal((await readSession(store, sid))?.n, 2)
+    await store.destroy(sid, null as never)
+    assert.equal(await store.get(sid, null as never), null)
+  })
+})
+
 describe('keys memcached would refuse', () => {
   const badIds = ['has space', 'tab\there', 'nul\0byte', 'newline\n', 'del\x7f', 'x'.repeat(300), '\ud800lone', '']
   for (const sid of badIds) {
