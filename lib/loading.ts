@@ -4,7 +4,7 @@ import type { BurstLog } from './log.js'
 import type { Item, MemcachedClient, Receiver } from './memcached/index.js'
 import { debug } from './observability.js'
 import type { Origins } from './origins.js'
-import { isPlaceholder } from './reservations.js'
+import { isMarker } from './reservations.js'
 import type { OperationContext } from './runner.js'
 import { cookieExpiry, memcachedExpiry, originalMaxAge, outlasts, renewedLifetimeSeconds, type TtlOption } from './ttl.js'
 
@@ -40,8 +40,12 @@ export interface LoaderOptions {
   disableTouch: boolean
 }
 
-/** A request a read leaves to do, run by the store as an operation of its own: delete what the read found expired, or correct the expiry it set. */
-export type FollowUp = { what: 'delete'; cas: bigint } | { what: 'touch'; expiry: number }
+/**
+ * A request an operation leaves to do, run by the store as an operation of its own (with its own
+ * deadline, after the first one released the session): delete what a read found expired, correct
+ * the expiry a read set, or write the collision marker a save could not write in time.
+ */
+export type FollowUp = { what: 'delete'; cas: bigint } | { what: 'touch'; expiry: number } | { what: 'mark'; expiry: number }
 
 /** A read's outcome: the session (or null), and a follow-up request when one is needed. */
 export interface Loaded {
@@ -101,7 +105,7 @@ export class SessionLoader {
    */
   toSession(item: Item, op: OperationContext, extension: Extension = NOT_EXTENDED): Loaded {
     const { codec, origins, log, ttl } = this.#options
-    if (isPlaceholder(item.value)) return { sess: null, followUp: undefined }
+    if (isMarker(item.value)) return { sess: null, followUp: undefined }
     const decoded = codec.decode(item.value, op.key, op)
     if (!decoded.ok) {
       debug('decode failure: %s is not a session (%s)', op.subject, decoded.reason)

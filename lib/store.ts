@@ -12,7 +12,7 @@ import { clientHints, type MemcacheStoreOptions, type ResolvedOptions, resolveOp
 import { type Origin, Origins } from './origins.js'
 import { checkReady } from './readiness.js'
 import { RecentTouches } from './recent-touches.js'
-import { RESERVATION_TTL_SECONDS } from './reservations.js'
+import { COLLISION_MARKER, RESERVATION_TTL_SECONDS } from './reservations.js'
 import { type Callback, checkCallback, type OperationContext, OperationRunner } from './runner.js'
 import { SessionWriter } from './saving.js'
 import { type Lifetime, lifetimeOf, memcachedExpiry, originalMaxAge } from './ttl.js'
@@ -70,7 +70,10 @@ export class MemcacheStore extends session.Store {
     })
     const cipher = resolved.secrets && new SessionCipher(resolved.secrets, resolved.prefix)
     const codec = new SessionCodec(resolved.serializer, cipher, resolved.maxItemSize)
-    this.#writer = new SessionWriter(this.#client, codec, this.#origins, this.#counters, resolved.merge)
+    this.#writer = new SessionWriter(this.#client, codec, this.#origins, this.#counters, resolved.merge, {
+      ttl: resolved.ttl,
+      markLater: (sid, expiry) => this.#followUp(sid, { what: 'mark', expiry }),
+    })
     this.#loader = new SessionLoader({
       client: this.#client,
       codec,
@@ -304,23 +307,33 @@ export class MemcacheStore extends session.Store {
     return created
   }
 
-  /** A read's follow-up request, run like an operation of its own; its failure is logged, the read's result stands. */
+  /**
+   * A follow-up request (of a read, or a collided save's marker), run like an operation of its own:
+   * its own deadline, the session's lock once the first operation released it. Its failure is
+   * logged; the first operation's result stands.
+   */
   #followUp(sid: string, followUp: FollowUp): void {
     const what = followUp.what
     this.#runner
       .run<unknown>({
-        operation: what === 'delete' ? 'destroy' : 'touch',
+        operation: what === 'delete' ? 'destroy' : what === 'mark' ? 'set' : 'touch',
         sid,
         callback: undefined,
         fallback: undefined,
         internal: true,
-        work: (op) =>
-          followUp.what === 'delete'
-            ? this.#client.delete(op.key, op.scope, followUp.cas)
-            : this.#client.touch(op.key, followUp.expiry, op.scope),
+        work: (op) => {
+          if (followUp.what === 'delete') return this.#client.delete(op.key, op.scope, followUp.cas)
+          if (followUp.what === 'mark') return this.#client.store('set', op.key, COLLISION_MARKER, followUp.expiry, op.scope)
+          return this.#client.touch(op.key, followUp.expiry, op.scope)
+        },
       })
       .catch((err: Error) =>
-        this.#log.report('housekeeping', `${err.message} (the ${what} that follows a read of an expired or mis-extended session)`),
+        this.#log.report(
+          'housekeeping',
+          what === 'mark'
+            ? `${err.message} (the marker that keeps a collided session ID refused; the colliding session may still be readable)`
+            : `${err.message} (the ${what} that follows a read of an expired or mis-extended session)`,
+        ),
       )
   }
 

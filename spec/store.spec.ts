@@ -240,17 +240,44 @@ describe('touch', () => {
 })
 
 describe('collision-checked new sessions', () => {
-  it('adds a new session, and a second new session under the same ID fails and deletes the stored one', async () => {
-    const store = stores.create()
+  it('adds a new session; a second new session under the same ID fails, the stored one is replaced by a marker, and the ID stays refused', async () => {
+    const store = stores.create({ ttl: 600 })
     const sid = randomId()
     await store.set(sid, newSession(store, sid, { owner: 'first', secret: 42 }))
-    await assert.rejects(store.set(sid, newSession(store, sid, { owner: 'second' })), (err: MemcacheStoreError) => {
+    const isCollision = (err: MemcacheStoreError) => {
       assert.equal(err.code, 'ECOLLISION')
       assert.match(err.message, /collision/)
       assert.ok(!err.message.includes(sid), 'the message must not contain the whole session ID')
       return true
-    })
-    assert.equal(await file.server.inspect(keyOf(store, sid)), undefined, 'neither holder can read the other')
+    }
+    await assert.rejects(store.set(sid, newSession(store, sid, { owner: 'second' }, 60_000)), isCollision)
+    const marker = await file.server.inspect(keyOf(store, sid))
+    assert.ok(marker, 'the ID is still taken')
+    assert.ok(!marker.value.toString().includes('first'), 'neither holder can read the other')
+    assert.ok(marker.ttl >= 600 && marker.ttl <= 602, `the marker lives as long as the store's ttl at least (ttl ${marker.ttl})`)
+    assert.equal(await store.get(sid), null, 'a read finds no session')
+    // A framework that retries the save (Fastify's error path), or the next new session under the ID.
+    await assert.rejects(store.set(sid, newSession(store, sid, { owner: 'second' })), isCollision)
+    await assert.rejects(store.set(sid, newSession(store, sid, { owner: 'third' }, 3_600_000)), isCollision)
+    const longer = await file.server.inspect(keyOf(store, sid))
+    assert.ok(longer && longer.ttl >= 3600 && longer.ttl <= 3602, `the longer lifetime of the session refused (ttl ${longer?.ttl})`)
+    assert.equal(store.diagnostics().collisions, 3)
+  })
+
+  it('a loaded session whose ID another new session collided with is not saved over the marker', async () => {
+    for (const merge of [true, false]) {
+      const store = stores.create({ merge })
+      const sid = randomId()
+      await store.set(sid, newSession(store, sid, { owner: 'first' }))
+      const loaded = await loadSession(store, sid)
+      assert.ok(loaded)
+      await assert.rejects(store.set(sid, newSession(store, sid, { owner: 'second' })), (err: MemcacheStoreError) => err.code === 'ECOLLISION')
+      loaded.cart = ['late']
+      await store.set(sid, loaded)
+      const stored = (await file.server.inspect(keyOf(store, sid)))?.value.toString() ?? ''
+      assert.ok(!stored.includes('first') && !stored.includes('late'), `merge: ${merge}: the first holder's save went over the marker`)
+      assert.equal(await store.get(sid), null)
+    }
   })
 
   it('a new session saved twice in one request is not a collision', async () => {
