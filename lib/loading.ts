@@ -101,9 +101,10 @@ export class SessionLoader {
    * A loaded item as a session (remembering its CAS and text for the next save), or null when it is
    * not a live one. A session found expired after a get-and-touch extended it is deleted (if still
    * unchanged), so that the read does not keep it alive; one extended longer than its own lifetime
-   * is set back to it.
+   * is set back to it. A session handed out to the application (`carry`) carries its origin in a
+   * field that survives a framework's copy (see origins.ts); the store's own reads keep it hidden.
    */
-  toSession(item: Item, op: OperationContext, extension: Extension = NOT_EXTENDED): Loaded {
+  toSession(item: Item, op: OperationContext, extension: Extension = NOT_EXTENDED, carry = false): Loaded {
     const { codec, origins, log, ttl } = this.#options
     if (isMarker(item.value)) return { sess: null, followUp: undefined }
     const decoded = codec.decode(item.value, op.key, op)
@@ -130,7 +131,9 @@ export class SessionLoader {
       }
     }
     const storedMaxAge = originalMaxAge(decoded.sess)
-    origins.remember(decoded.sess, { key: op.key, cas: item.cas, text: decoded.text, storedExpiry, storedMaxAge, extendedUntil })
+    const fields = { key: op.key, cas: item.cas, text: decoded.text, storedExpiry, storedMaxAge, extendedUntil }
+    if (carry) origins.carry(decoded.sess, fields)
+    else origins.remember(decoded.sess, fields)
     return { sess: decoded.sess, followUp }
   }
 }

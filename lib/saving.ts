@@ -6,7 +6,7 @@ import { hasExpired } from './loading.js'
 import type { MemcachedClient, Reply, StorageMode } from './memcached/index.js'
 import { mergeSessions } from './merge.js'
 import { type Counters, debug, type WriteKind } from './observability.js'
-import type { Origin, Origins } from './origins.js'
+import { type Origin, type Origins, withoutOriginField } from './origins.js'
 import { COLLISION_MARKER, isMarker } from './reservations.js'
 import type { OperationContext } from './runner.js'
 import { type Lifetime, memcachedExpiry, originalMaxAge, type TtlOption } from './ttl.js'
@@ -67,7 +67,7 @@ export class SessionWriter {
 
   /** The session as it will be written. Throws ESERIALIZE or ETOOLARGE (nothing sent). */
   encode(sess: SessionData, op: OperationContext, lifetime: Lifetime): Encoded {
-    const { value, text } = this.#codec.encode(sess, op.key, op)
+    const { value, text } = this.#codec.encode(withoutOriginField(sess), op.key, op)
     return {
       value,
       text,
@@ -185,7 +185,7 @@ export class SessionWriter {
       const merged = theirs.ok
         ? mergeSessions(this.#codec.parseFields(origin.text), mine, theirs.sess as unknown as Record<string, unknown>)
         : mine
-      value = this.#codec.encode(merged as unknown as SessionData, op.key, op).value
+      value = this.#codec.encode(withoutOriginField(merged) as unknown as SessionData, op.key, op).value
     }
   }
 

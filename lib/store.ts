@@ -130,7 +130,7 @@ export class MemcacheStore extends session.Store {
         const encoded = this.#writer.encode(sess, op, lifetime)
         const origin = this.#origins.of(sess)
         if (origin?.key === op.key) return this.#writer.saveLoaded(op, origin, encoded)
-        if (isExpressSessionObject(sess, sid)) return this.#writer.saveNew(op, sess, encoded, this.#reservedIds?.claim(sid))
+        if (isNewSessionObject(sess, sid)) return this.#writer.saveNew(op, sess, encoded, this.#reservedIds?.claim(sid))
         return this.#writer.upsert(op, encoded)
       },
       finish: () => undefined,
@@ -299,11 +299,16 @@ export class MemcacheStore extends session.Store {
     return this.#closing
   }
 
-  /** Keeps what was loaded (its CAS and text) with the Session object express-session builds from it. */
+  /**
+   * Keeps what was loaded (its CAS and text) with the Session object express-session builds from it,
+   * hidden: the loaded object gets its plain prototype back first (see origins.ts), so that
+   * `req.session` shows nothing of the store's.
+   */
   override createSession(req: Parameters<session.Store['createSession']>[0], sess: SessionData) {
     const origin = this.#origins.of(sess)
+    this.#origins.release(sess)
     const created = super.createSession(req, sess)
-    if (origin) this.#origins.remember(created, origin)
+    if (origin) this.#origins.keep(created, origin)
     return created
   }
 
@@ -372,10 +377,17 @@ function storedCookieIsOutdated(origin: Origin, sess: SessionData, seconds: numb
   return origin.storedMaxAge !== originalMaxAge(sess)
 }
 
-/** A Session object built by express-session for this ID (a new one unless the store loaded it). */
-function isExpressSessionObject(sess: object, sid: string): boolean {
-  const candidate = sess as { id?: unknown; save?: unknown; regenerate?: unknown }
-  return candidate.id === sid && typeof candidate.save === 'function' && typeof candidate.regenerate === 'function'
+/**
+ * A Session object that express-session (`id`) or @fastify/session (`sessionId`) built for this ID:
+ * a new one, when it carries no origin of this store's.
+ */
+function isNewSessionObject(sess: object, sid: string): boolean {
+  const candidate = sess as { id?: unknown; sessionId?: unknown; save?: unknown; regenerate?: unknown }
+  return (
+    (candidate.id === sid || candidate.sessionId === sid) &&
+    typeof candidate.save === 'function' &&
+    typeof candidate.regenerate === 'function'
+  )
 }
 
 /** What every read needs: the loader, and where its follow-up requests go. */
@@ -421,7 +433,7 @@ class Read {
 
   finish(item: Item | undefined, op: OperationContext | undefined): SessionData | null {
     if (item === undefined || op === undefined) return null
-    const { sess, followUp } = this.#parts.loader.toSession(item, op, this.#extension)
+    const { sess, followUp } = this.#parts.loader.toSession(item, op, this.#extension, !this.internal)
     if (followUp) this.#parts.followUp(op.sid, followUp)
     return sess
   }

@@ -1,8 +1,10 @@
 import assert from 'node:assert/strict'
+import { tracingChannel } from 'node:diagnostics_channel'
 import { describe, it } from 'node:test'
 import { inspect } from 'node:util'
 import memjs from 'memjs'
 import { ERROR_CODES, type MemcacheStore, MemcacheStoreError } from '../lib/index.ts'
+import { ORIGIN_FIELD } from '../lib/origins.ts'
 import { freePort, MemcachedServer, sleep } from './harness/memcached.ts'
 import { createStore } from './harness/protocol.ts'
 import { RawClient } from './harness/raw.ts'
@@ -68,6 +70,57 @@ describe('get, set, destroy', () => {
     assert.deepEqual(Reflect.ownKeys(Object.assign({}, sess)).map(String).sort(), ['cookie', 'user'])
     assert.deepEqual(JSON.parse(JSON.stringify(sess)), { cookie: sess.cookie, user: 'ada' })
     assert.ok(!inspect(sess).includes(store.prefix), inspect(sess))
+    // Only a for...in copy (@fastify/session's) gets the origin, as a field that serializes to nothing.
+    const copied: Record<string, unknown> = {}
+    for (const name in sess) copied[name] = sess[name]
+    assert.deepEqual(Object.keys(copied).sort(), ['cookie', ORIGIN_FIELD, 'user'])
+    assert.equal(JSON.stringify(copied[ORIGIN_FIELD]), undefined)
+    assert.equal(inspect(copied[ORIGIN_FIELD]), '[origin]')
+    // express-session's req.session shows nothing of it, even to for...in.
+    const loaded = await loadSession(store, sid)
+    assert.ok(loaded)
+    const names: string[] = []
+    for (const name in loaded) if (typeof (loaded as unknown as Record<string, unknown>)[name] !== 'function') names.push(name)
+    assert.deepEqual(names.sort(), ['cookie', 'user'])
+    assert.ok(!(ORIGIN_FIELD in loaded))
+  })
+
+  it('a field stored or saved under the origin’s name is never taken for an origin, nor written', async () => {
+    const store = stores.create()
+    const sid = randomId()
+    const key = keyOf(store, sid)
+    // Stored by something else, shaped like an origin of this very session.
+    const forged = { key, cas: '1', text: '{"cookie":{},"role":"admin"}', storedExpiry: 0, storedMaxAge: null, extendedUntil: 0 }
+    const value = JSON.stringify({ ...plainSession({ role: 'user' }), [ORIGIN_FIELD]: forged })
+    assert.match(await file.server.command(`set ${key} 0 60 ${Buffer.byteLength(value)}\r\n${value}`), /^STORED/)
+    const sess = await store.get(sid)
+    assert.ok(sess)
+    const carried: Record<string, unknown> = {}
+    for (const name in sess) carried[name] = sess[name]
+    assert.notDeepEqual(carried[ORIGIN_FIELD], forged)
+    assert.equal(JSON.stringify(carried[ORIGIN_FIELD]), undefined, 'the stored value was replaced by the real origin')
+    // Plain data under the name, as an application or a copy of stored data could give it: an upsert,
+    // not a save of a loaded session, and the field is not written.
+    const writes: unknown[] = []
+    const noop = () => {}
+    const handlers = {
+      start: noop,
+      end: noop,
+      asyncStart: noop,
+      error: noop,
+      asyncEnd: (trace: { write?: unknown }) => writes.push(trace.write),
+    }
+    const channel = tracingChannel('express-session-memcache:operation')
+    channel.subscribe(handlers as never)
+    try {
+      await store.set(sid, { ...plainSession({ role: 'guest' }), [ORIGIN_FIELD]: forged } as never)
+    } finally {
+      channel.unsubscribe(handlers as never)
+    }
+    assert.deepEqual(writes, ['upserted'])
+    const text = (await file.server.inspect(key))?.value.toString() ?? ''
+    assert.ok(!text.includes(ORIGIN_FIELD), text)
+    assert.equal(JSON.parse(text).role, 'guest')
   })
 
   it('a logger that throws is swallowed: a get of an unreadable value still answers, with no session', { timeout: 5000 }, async () => {
@@ -271,7 +324,10 @@ describe('collision-checked new sessions', () => {
       await store.set(sid, newSession(store, sid, { owner: 'first' }))
       const loaded = await loadSession(store, sid)
       assert.ok(loaded)
-      await assert.rejects(store.set(sid, newSession(store, sid, { owner: 'second' })), (err: MemcacheStoreError) => err.code === 'ECOLLISION')
+      await assert.rejects(
+        store.set(sid, newSession(store, sid, { owner: 'second' })),
+        (err: MemcacheStoreError) => err.code === 'ECOLLISION',
+      )
       loaded.cart = ['late']
       await store.set(sid, loaded)
       const stored = (await file.server.inspect(keyOf(store, sid)))?.value.toString() ?? ''
