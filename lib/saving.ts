@@ -4,7 +4,7 @@ import { MemcacheStoreError } from './errors.js'
 import type { Reservation } from './genid.js'
 import { hasExpired } from './loading.js'
 import type { MemcachedClient, Reply, StorageMode } from './memcached/index.js'
-import { mergeSessions } from './merge.js'
+import { mergeSessions, sameFieldsButCookie } from './merge.js'
 import { type Counters, debug, type WriteKind } from './observability.js'
 import { type Origin, type Origins, withoutOriginField } from './origins.js'
 import { COLLISION_MARKER, isMarker } from './reservations.js'
@@ -126,6 +126,15 @@ export class SessionWriter {
     } catch {
       return false
     }
+  }
+
+  /**
+   * Whether a loaded session is saved as it was read or last written, its cookie aside: then only
+   * its expiry needs to move (the store's `set` touches instead of writing).
+   */
+  unchanged(origin: Origin, encoded: Encoded): boolean {
+    if (origin.text === encoded.text) return true
+    return sameFieldsButCookie(this.#codec.parseFields(origin.text), this.#codec.parseFields(encoded.text))
   }
 
   /** SET, whatever is stored: for plain session data that did not come from this store. */

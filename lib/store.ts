@@ -14,7 +14,7 @@ import { checkReady } from './readiness.js'
 import { RecentTouches } from './recent-touches.js'
 import { COLLISION_MARKER, RESERVATION_TTL_SECONDS } from './reservations.js'
 import { type Callback, checkCallback, type OperationContext, OperationRunner } from './runner.js'
-import { SessionWriter } from './saving.js'
+import { type Encoded, SessionWriter } from './saving.js'
 import { type Lifetime, lifetimeOf, memcachedExpiry, originalMaxAge } from './ttl.js'
 
 /** An express-session store that keeps sessions in memcached. */
@@ -112,9 +112,11 @@ export class MemcacheStore extends session.Store {
   }
 
   /**
-   * Stores a session. A session express-session just created is added (failing on an ID collision);
-   * one loaded from the store is written only while it still exists (merged with concurrent changes
-   * unless `merge` is false); plain data is upserted. An expired cookie deletes the session instead.
+   * Stores a session. A session express-session (or @fastify/session) just created is added
+   * (failing on an ID collision); one loaded from the store is written only while it still exists
+   * (merged with concurrent changes unless `merge` is false), or, saved as it was read (its cookie
+   * aside), only has its expiry moved, as `touch` does; plain data is upserted. An expired cookie
+   * deletes the session instead.
    */
   set(sid: string, sess: SessionData, callback?: Callback<void>): Promise<void> {
     checkCallback('set', callback)
@@ -129,7 +131,11 @@ export class MemcacheStore extends session.Store {
         this.#loader.noteLifetime(sess, lifetime.seconds)
         const encoded = this.#writer.encode(sess, op, lifetime)
         const origin = this.#origins.of(sess)
-        if (origin?.key === op.key) return this.#writer.saveLoaded(op, origin, encoded)
+        if (origin?.key === op.key) {
+          return this.#writer.unchanged(origin, encoded)
+            ? this.#saveUnchanged(op, sess, origin, encoded)
+            : this.#writer.saveLoaded(op, origin, encoded)
+        }
         if (isNewSessionObject(sess, sid)) return this.#writer.saveNew(op, sess, encoded, this.#reservedIds?.claim(sid))
         return this.#writer.upsert(op, encoded)
       },
@@ -188,6 +194,22 @@ export class MemcacheStore extends session.Store {
         if (found && op) this.#recentTouches?.record(op.key)
       },
     })
+  }
+
+  /**
+   * A save of a loaded session whose fields are as this request read (or last wrote) them: what
+   * `touch` would do instead of a write. @fastify/session and koa-session's `rolling`, and
+   * express-session's `resave: true`, save every request. Nothing is sent when the read's
+   * get-and-touch already set this expiry, with `disableTouch`, or within `touchAfter`; a stored
+   * cookie that is outdated (or whose lifetime changed) is rewritten.
+   */
+  async #saveUnchanged(op: OperationContext, sess: SessionData, origin: Origin, encoded: Encoded): Promise<WriteKind> {
+    const { seconds } = encoded
+    if (storedCookieIsOutdated(origin, sess, seconds)) return this.#writer.saveLoaded(op, origin, encoded)
+    if (this.#options.disableTouch || this.#recentTouches?.isRecent(op.key) || this.#readCovers(op.sid, sess, seconds)) return 'unchanged'
+    if (!(await this.#client.touch(op.key, encoded.expiry, op.scope))) return 'none'
+    this.#recentTouches?.record(op.key)
+    return 'touched'
   }
 
   /** Whether the get-and-touch that loaded `sess` set the expiry this touch would (within a second), and its stored cookie is fresh. */

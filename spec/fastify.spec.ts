@@ -5,6 +5,7 @@
 import assert from 'node:assert/strict'
 import { describe, it } from 'node:test'
 import type { MemcacheStore } from '../lib/index.ts'
+import { commandsDuring } from './harness/commands.ts'
 import { FastifyAgent, fastifyApp } from './harness/fastify-app.ts'
 import { useMemcached } from './harness/stores.ts'
 import { eventually } from './harness/timing.ts'
@@ -94,6 +95,30 @@ describe('fastify + @fastify/session end to end', () => {
     assert.notEqual((await alice.get('/read')).json().secret, 'mallory')
     assert.notEqual((await mallory.get('/read')).json().secret, 'alice-secret')
     await app.close()
+  })
+
+  it('a read-only request costs one memcached command with @fastify/session’s defaults (rolling: every request saves)', async () => {
+    for (const cookie of [{ secure: false }, { secure: false, maxAge: 60_000 }]) {
+      const store = stores.create()
+      const { app, errors } = await fastifyApp(store, { cookie })
+      const agent = new FastifyAgent(app)
+      await agent.get('/count')
+      await agent.get('/read')
+      const reads = 5
+      let total = 0
+      for (let i = 0; i < reads; i++) {
+        const sent = await commandsDuring(file.server, async () => assert.equal((await agent.get('/read')).json().views, 1))
+        assert.deepEqual([sent.total, sent.set], [1, 0], `maxAge ${cookie.maxAge ?? 'none'}, read ${i}: ${JSON.stringify(sent)}`)
+        total += sent.total
+      }
+      console.log(
+        `@fastify/session, maxAge ${cookie.maxAge ?? 'none'}: ${(total / reads).toFixed(2)} memcached commands per read-only request`,
+      )
+      const changed = await commandsDuring(file.server, () => agent.get('/count'))
+      assert.equal(changed.set, 1, `a request that changes the session writes it: ${JSON.stringify(changed)}`)
+      assert.deepEqual(errors, [])
+      await app.close()
+    }
   })
 
   it("expiry follows the cookie's maxAge; without one, the store's ttl", async () => {

@@ -5,6 +5,7 @@ import { inspect } from 'node:util'
 import memjs from 'memjs'
 import { ERROR_CODES, type MemcacheStore, MemcacheStoreError } from '../lib/index.ts'
 import { ORIGIN_FIELD } from '../lib/origins.ts'
+import { commandsDuring } from './harness/commands.ts'
 import { freePort, MemcachedServer, sleep } from './harness/memcached.ts'
 import { createStore } from './harness/protocol.ts'
 import { RawClient } from './harness/raw.ts'
@@ -244,6 +245,75 @@ describe('expiry', () => {
     assert.equal(await store.get(sid), null)
     // The read found it expired: it is not kept alive by the read's get-and-touch, but deleted.
     await eventually('the expired session is gone from memcached', async () => (await file.server.inspect(keyOf(store, sid))) === undefined)
+  })
+})
+
+describe('an unmodified save', () => {
+  /** A session stored by one store and loaded by another (a fresh process: its read is a plain GET that moves no expiry). */
+  async function loadedElsewhere(options: Parameters<typeof stores.create>[0] = {}, maxAgeMs = 20_000) {
+    const writer = stores.create()
+    const store = stores.create({ ...options, prefix: writer.prefix })
+    const sid = randomId()
+    await writer.set(sid, newSession(writer, sid, { user: 'ada', cart: [1] }, maxAgeMs))
+    const loaded = await loadSession(store, sid)
+    assert.ok(loaded)
+    return { store, sid, loaded, before: await file.server.inspect(keyOf(store, sid)) }
+  }
+
+  it('only moves the expiry: one TOUCH, the value and its CAS unchanged', async () => {
+    const { store, sid, loaded, before } = await loadedElsewhere()
+    assert.ok(before)
+    assert.match(await file.server.command(`touch ${keyOf(store, sid)} 5`), /^TOUCHED/)
+    loaded.cookie.maxAge = 20_000 // the cookie renewed, as every framework does before saving
+    const sent = await commandsDuring(file.server, () => store.set(sid, loaded))
+    assert.deepEqual(sent, { get: 0, touch: 1, set: 0, delete: 0, total: 1 })
+    const after = await file.server.inspect(keyOf(store, sid))
+    assert.ok(after)
+    assert.deepEqual([after.cas, after.value], [before.cas, before.value], 'not written')
+    assert.ok(after.ttl >= 20, `the expiry moved back to the cookie's 20 s (ttl ${after.ttl})`)
+  })
+
+  it('sends nothing when the read already moved the expiry (get-and-touch)', async () => {
+    const store = stores.create()
+    const sid = randomId()
+    await store.set(sid, newSession(store, sid, { user: 'ada' }, 20_000))
+    const loaded = await loadSession(store, sid)
+    assert.ok(loaded)
+    loaded.cookie.maxAge = 20_000
+    const sent = await commandsDuring(file.server, () => store.set(sid, loaded))
+    assert.equal(sent.total, 0, JSON.stringify(sent))
+  })
+
+  it('a field changed, added or deleted is written; so is a cookie whose lifetime changed', async () => {
+    const changes: Array<[string, (sess: Record<string, unknown> & { cookie: { maxAge: number | null } }) => void]> = [
+      ['changed', (sess) => (sess.cart = [1, 2])],
+      ['changed inside', (sess) => (sess.cart as number[]).push(2)],
+      ['added', (sess) => (sess.admin = false)],
+      ['deleted', (sess) => delete sess.user],
+      ['set to undefined', (sess) => (sess.user = undefined)],
+      ['lifetime', (sess) => (sess.cookie.maxAge = 3_600_000)],
+    ]
+    for (const [what, change] of changes) {
+      const { store, sid, loaded, before } = await loadedElsewhere()
+      change(loaded as never)
+      await store.set(sid, loaded)
+      const after = await file.server.inspect(keyOf(store, sid))
+      assert.notEqual(after?.cas, before?.cas, `${what}: written`)
+    }
+  })
+
+  it('with disableTouch, nothing is sent', async () => {
+    const { store, sid, loaded } = await loadedElsewhere({ disableTouch: true })
+    loaded.cookie.maxAge = 20_000
+    const sent = await commandsDuring(file.server, () => store.set(sid, loaded))
+    assert.equal(sent.total, 0, JSON.stringify(sent))
+  })
+
+  it('a session deleted meanwhile is not re-created', async () => {
+    const { store, sid, loaded } = await loadedElsewhere()
+    await store.destroy(sid)
+    await store.set(sid, loaded)
+    assert.equal(await file.server.inspect(keyOf(store, sid)), undefined)
   })
 })
 
