@@ -385,7 +385,8 @@ export function checkCallback(operation: Operation, callback: unknown): void {
   if (callback === undefined || callback === null || typeof callback === 'function') return
   const got =
     typeof callback === 'number' || typeof callback === 'boolean' ? `\`${callback}\` (${typeof callback})` : `a ${typeof callback}`
-  throw new TypeError(`Expected the callback of \`${operation}\` to be a function or undefined, got ${got}: nothing was sent`)
+  const hint = operation === 'get' || operation === 'set' || operation === 'destroy' ? ' (for koa-session, give it `koaStore(store)`)' : ''
+  throw new TypeError(`Expected the callback of \`${operation}\` to be a function or undefined, got ${got}: nothing was sent${hint}`)
 }
 
 /** How messages name a session: a shortened ID, never the whole one. */

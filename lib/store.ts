@@ -17,8 +17,28 @@ import { type Callback, checkCallback, type OperationContext, OperationRunner } 
 import { type Encoded, SessionWriter } from './saving.js'
 import { type Lifetime, lifetimeOf, memcachedExpiry, originalMaxAge } from './ttl.js'
 
+/** What lib/koa.ts reaches beyond the public methods (not exported from the package). */
+export interface AdapterAccess {
+  /** `get`, moving the expiry only when `extend` (and get-and-touch is on). */
+  get(store: MemcacheStore, sid: string, extend: boolean): Promise<SessionData | null>
+  /** The origin a session `get` handed out carries, or one this store added. */
+  originOf(store: MemcacheStore, sess: object): Origin | undefined
+  /** `set` of a session the adapter knows to be new (ADD, collision-checked) or loaded with `origin`. */
+  save(store: MemcacheStore, sid: string, sess: SessionData, as: Origin | 'new'): Promise<void>
+}
+
+let adapterAccess: AdapterAccess | undefined
+
 /** An express-session store that keeps sessions in memcached. */
 export class MemcacheStore extends session.Store {
+  static {
+    adapterAccess = {
+      get: (store, sid, extend) => store.#get(sid, undefined, extend && store.#getAndTouch),
+      originOf: (store, sess) => store.#origins.of(sess),
+      save: (store, sid, sess, as) => store.#set(sid, sess, undefined, as),
+    }
+  }
+
   readonly prefix: string
   readonly #options: ResolvedOptions
   readonly #client: MemcachedClient
@@ -120,6 +140,11 @@ export class MemcacheStore extends session.Store {
    */
   set(sid: string, sess: SessionData, callback?: Callback<void>): Promise<void> {
     checkCallback('set', callback)
+    return this.#set(sid, sess, callback, undefined)
+  }
+
+  /** `set`, told by an adapter (lib/koa.ts) that the session is new, or loaded with `origin`; else the session object says. */
+  #set(sid: string, sess: SessionData, callback: Callback<void> | undefined, as: Origin | 'new' | undefined): Promise<void> {
     return this.#runner.run<WriteKind, void>({
       operation: 'set',
       sid,
@@ -130,13 +155,13 @@ export class MemcacheStore extends session.Store {
         if (lifetime.seconds < 0) return this.#writer.remove(op)
         this.#loader.noteLifetime(sess, lifetime.seconds)
         const encoded = this.#writer.encode(sess, op, lifetime)
-        const origin = this.#origins.of(sess)
+        const origin = as === undefined ? this.#origins.of(sess) : as === 'new' ? undefined : as
         if (origin?.key === op.key) {
           return this.#writer.unchanged(origin, encoded)
             ? this.#saveUnchanged(op, sess, origin, encoded)
             : this.#writer.saveLoaded(op, origin, encoded)
         }
-        if (isNewSessionObject(sess, sid)) return this.#writer.saveNew(op, sess, encoded, this.#reservedIds?.claim(sid))
+        if (as === 'new' || isNewSessionObject(sess, sid)) return this.#writer.saveNew(op, sess, encoded, this.#reservedIds?.claim(sid))
         return this.#writer.upsert(op, encoded)
       },
       finish: () => undefined,
@@ -206,15 +231,15 @@ export class MemcacheStore extends session.Store {
   async #saveUnchanged(op: OperationContext, sess: SessionData, origin: Origin, encoded: Encoded): Promise<WriteKind> {
     const { seconds } = encoded
     if (storedCookieIsOutdated(origin, sess, seconds)) return this.#writer.saveLoaded(op, origin, encoded)
-    if (this.#options.disableTouch || this.#recentTouches?.isRecent(op.key) || this.#readCovers(op.sid, sess, seconds)) return 'unchanged'
+    if (this.#options.disableTouch || this.#recentTouches?.isRecent(op.key) || this.#readCovers(op.sid, sess, seconds, origin))
+      return 'unchanged'
     if (!(await this.#client.touch(op.key, encoded.expiry, op.scope))) return 'none'
     this.#recentTouches?.record(op.key)
     return 'touched'
   }
 
   /** Whether the get-and-touch that loaded `sess` set the expiry this touch would (within a second), and its stored cookie is fresh. */
-  #readCovers(sid: string, sess: SessionData, seconds: number): boolean {
-    const origin = this.#origins.of(sess)
+  #readCovers(sid: string, sess: SessionData, seconds: number, origin = this.#origins.of(sess)): boolean {
     if (origin === undefined || origin.extendedUntil === 0 || origin.key !== this.prefix + sid) return false
     if (seconds < 0 || storedCookieIsOutdated(origin, sess, seconds)) return false
     if (Math.abs(Date.now() + seconds * 1000 - origin.extendedUntil) >= 1000) return false
@@ -459,4 +484,9 @@ class Read {
     if (followUp) this.#parts.followUp(op.sid, followUp)
     return sess
   }
+}
+
+/** The store's adapter access (for lib/koa.ts). */
+export function storeAccess(): AdapterAccess {
+  return adapterAccess as AdapterAccess
 }
