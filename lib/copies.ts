@@ -2,7 +2,7 @@
 // newest is chosen, and how one request per copy is sent and gathered within the operation's time.
 import type { Deadlined, Deadlines } from './deadlines.js'
 import type { Item, Receiver, Reply, Server } from './memcached/index.js'
-import { isPlaceholder } from './reservations.js'
+import { isMarker } from './reservations.js'
 
 /**
  * A replicated value: [0x1e][kind][version, 8 bytes][payload]. 0x1e (record separator) starts no
@@ -61,7 +61,7 @@ export function isCopy(value: Buffer): boolean {
 
 /** What a stored value is: a replicated copy, a placeholder, or a value from before replicas (a session of version 0). */
 export function readCopy(value: Buffer): Copy {
-  if (isPlaceholder(value)) return { kind: 'placeholder', version: 0, payload: EMPTY }
+  if (isMarker(value)) return { kind: 'placeholder', version: 0, payload: EMPTY }
   if (value.length < HEADER_BYTES || value[0] !== MARK || (value[1] !== SESSION && value[1] !== TOMBSTONE)) {
     return { kind: 'session', version: 0, payload: value }
   }

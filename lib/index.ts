@@ -1,6 +1,7 @@
 export type { Serializer } from './codec.js'
 export type { SecretInput, SecretOption } from './crypto.js'
 export { ERROR_CODES, type ErrorCode, type ErrorKind, MemcacheStoreError, type Operation } from './errors.js'
+export { type KoaSessionData, type KoaSessionStore, type KoaStoreOptions, koaStore } from './koa.js'
 export type { Logger } from './log.js'
 export type { ServerState } from './memcached/index.js'
 export type { MemcacheStoreOptions, MemjsClientLike, WeightedServer } from './options.js'

@@ -5,7 +5,7 @@ import type { BurstLog } from './log.js'
 import type { Item, MemcachedClient, Receiver } from './memcached/index.js'
 import { debug } from './observability.js'
 import type { Origins } from './origins.js'
-import { isPlaceholder } from './reservations.js'
+import { isMarker } from './reservations.js'
 import type { OperationContext } from './runner.js'
 import { cookieExpiry, memcachedExpiry, originalMaxAge, outlasts, renewedLifetimeSeconds, type TtlOption } from './ttl.js'
 
@@ -41,8 +41,12 @@ export interface LoaderOptions {
   disableTouch: boolean
 }
 
-/** A request a read leaves to do, run by the store as an operation of its own: delete what the read found expired, or correct the expiry it set. */
-export type FollowUp = { what: 'delete'; cas: bigint } | { what: 'touch'; expiry: number }
+/**
+ * A request an operation leaves to do, run by the store as an operation of its own (with its own
+ * deadline, after the first one released the session): delete what a read found expired, correct
+ * the expiry a read set, or write the collision marker a save could not write in time.
+ */
+export type FollowUp = { what: 'delete'; cas: bigint } | { what: 'touch'; expiry: number } | { what: 'mark'; expiry: number }
 
 /** A read's outcome: the session (or null), and a follow-up request when one is needed. */
 export interface Loaded {
@@ -122,17 +126,20 @@ export class SessionLoader {
    * not a live one. A session found expired after a get-and-touch extended it is deleted (if still
    * unchanged), so that the read does not keep it alive; one extended longer than its own lifetime
    * is set back to it. With replicas, `value` is the newest copy's payload and `copies` what the
-   * next save needs of every copy.
+   * next save needs of every copy. A session handed out to the application (`carry`) carries its
+   * origin in a field that survives a framework's copy (see origins.ts); the store's own reads keep
+   * it hidden.
    */
   toSession(
     value: Buffer,
     cas: bigint,
     op: OperationContext,
     extension: Extension = NOT_EXTENDED,
+    carry = false,
     copies?: { cas: Array<bigint | undefined>; version: number },
   ): Loaded {
     const { codec, origins, log, ttl } = this.#options
-    if (isPlaceholder(value)) return { sess: null, followUp: undefined }
+    if (isMarker(value)) return { sess: null, followUp: undefined }
     // A copy written with `replicas` (the option was turned off since, or a logout during a change of
     // the server list left a tombstone): its payload is the session, a tombstone is none.
     if (copies === undefined && isCopy(value)) {
@@ -165,7 +172,7 @@ export class SessionLoader {
     }
     const storedMaxAge = originalMaxAge(decoded.sess)
     this.#noteRead(decoded.sess)
-    origins.remember(decoded.sess, {
+    const fields = {
       key: op.key,
       cas,
       text: decoded.text,
@@ -174,7 +181,9 @@ export class SessionLoader {
       extendedUntil,
       copies: copies?.cas,
       version: copies?.version,
-    })
+    }
+    if (carry) origins.carry(decoded.sess, fields)
+    else origins.remember(decoded.sess, fields)
     return { sess: decoded.sess, followUp }
   }
 }

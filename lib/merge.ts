@@ -23,3 +23,15 @@ export function mergeSessions(base: Fields, mine: Fields, theirs: Fields): Field
   merged.cookie = mine.cookie
   return merged
 }
+
+/** Whether two versions of a session hold the same fields, the cookie aside (the cookie is renewed on every request). */
+export function sameFieldsButCookie(a: Fields, b: Fields): boolean {
+  let count = 0
+  for (const name of Object.keys(a)) {
+    if (name === 'cookie') continue
+    if (!Object.hasOwn(b, name) || !isDeepStrictEqual(a[name], b[name])) return false
+    count++
+  }
+  for (const name of Object.keys(b)) if (name !== 'cookie') count--
+  return count === 0
+}

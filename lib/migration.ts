@@ -8,7 +8,7 @@ import { isCopy, isTombstone, nextVersion, readCopy, tombstoneValue } from './co
 import type { BurstLog } from './log.js'
 import { type Item, type MemcachedClient, MemcachedError, metadump, type Ring, type Server, type ServerConfig } from './memcached/index.js'
 import { debug } from './observability.js'
-import { isPlaceholder } from './reservations.js'
+import { isMarker } from './reservations.js'
 import type { OperationContext } from './runner.js'
 import { memcachedExpiry } from './ttl.js'
 
@@ -119,7 +119,7 @@ export class Migration {
     const { client, lifetimeOfStored } = this.#options
     for (const server of this.previousCopiesOf(op.key)) {
       const old = await server.get(op.key, op.scope).catch(() => undefined)
-      if (old === undefined || isPlaceholder(old.value)) continue
+      if (old === undefined || isMarker(old.value)) continue
       if (isTombstone(old.value)) return undefined
       const seconds = lifetimeOfStored(isCopy(old.value) ? readCopy(old.value).payload : old.value, op)
       if (seconds < 0) continue

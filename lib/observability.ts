@@ -34,8 +34,13 @@ export interface CopiesTrace {
   tombstone: boolean
 }
 
-/** How a `set` ended up writing: a new session added, a CAS write, a merge, a plain upsert, a REPLACE or a delete (expired cookie). */
-export type WriteKind = 'added' | 'cas' | 'merged' | 'upserted' | 'replaced' | 'deleted' | 'none'
+/**
+ * How a `set` ended up writing: a new session added, a CAS write, a merge, a plain upsert, a write
+ * with `merge: false`, a delete (expired cookie); an unmodified loaded session only `touched` (its
+ * expiry moved) or left `unchanged` (nothing sent: the read already moved it); `none`: not written
+ * (the session was gone).
+ */
+export type WriteKind = 'added' | 'cas' | 'merged' | 'upserted' | 'replaced' | 'deleted' | 'touched' | 'unchanged' | 'none'
 
 /** `DEBUG=express-session-memcache` prints what the store does; session IDs appear shortened. */
 export const debug = createDebug('express-session-memcache')

@@ -76,7 +76,8 @@ export interface MemcacheStoreOptions {
    */
   serializer?: Serializer
   /**
-   * When true, `touch` does nothing and reads do not extend the expiry: sessions expire a TTL after their last write.
+   * When true, `touch` (and a save of an unmodified session) does nothing and reads do not extend the expiry: sessions
+   * expire a TTL after their last write.
    * @default false
    */
   disableTouch?: boolean

@@ -133,12 +133,14 @@ export class ReplicatedSessions {
 
   /**
    * The newest copy as a session (null for a tombstone, a placeholder or nothing), and what the
-   * other copies need: a copy that is missing or older is rewritten with the newest's bytes.
+   * other copies need: a copy that is missing or older is rewritten with the newest's bytes. A
+   * session handed out to the application (`carry`) carries its origin through a framework's copy.
    */
   toSession(
     outcomes: CopyOutcome<Item | undefined>[],
     op: OperationContext,
     extension: Extension | undefined,
+    carry = false,
   ): Loaded & { fixes: CopyFix[] } {
     const copies = outcomes.map((outcome) => (outcome.settled && outcome.value !== undefined ? readCopy(outcome.value.value) : undefined))
     let newest: number | undefined
@@ -181,7 +183,7 @@ export class ReplicatedSessions {
       })
     }
     if (best.kind !== 'session') return { sess: null, followUp: undefined, fixes }
-    const loaded = this.#options.loader.toSession(best.payload, bestItem.cas, op, extension, {
+    const loaded = this.#options.loader.toSession(best.payload, bestItem.cas, op, extension, carry, {
       cas: outcomes.map((outcome) => (outcome.settled ? outcome.value?.cas : undefined)),
       version: best.version,
     })

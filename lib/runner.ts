@@ -409,6 +409,23 @@ class Running<T, R> implements OperationContext, LockWaiter, Deadlined<Running<u
   }
 }
 
+/**
+ * Refuses a callback argument that is not a function (nor absent), synchronously and before
+ * anything is sent: a TypeError is a programming error, thrown like Node's own APIs throw one, not
+ * a rejection (every rejection of the store is a MemcacheStoreError, and a rejection nobody awaits
+ * would be an unhandled one). The usual cause is a framework that calls the store with other
+ * arguments than express-session's: koa-session passes `maxAge` where the callback goes. Only the
+ * argument's type is named (and a number's or boolean's value): an object such as koa's `{ ctx }`
+ * carries the request's cookies, which must never reach a message.
+ */
+export function checkCallback(operation: Operation, callback: unknown): void {
+  if (callback === undefined || callback === null || typeof callback === 'function') return
+  const got =
+    typeof callback === 'number' || typeof callback === 'boolean' ? `\`${callback}\` (${typeof callback})` : `a ${typeof callback}`
+  const hint = operation === 'get' || operation === 'set' || operation === 'destroy' ? ' (for koa-session, give it `koaStore(store)`)' : ''
+  throw new TypeError(`Expected the callback of \`${operation}\` to be a function or undefined, got ${got}: nothing was sent${hint}`)
+}
+
 /** How messages name a session: a shortened ID, never the whole one. */
 export function describeSession(sid: unknown): string {
   return typeof sid === 'string' && sid !== '' ? `session ${redactId(sid)}` : 'a session'

@@ -24,13 +24,33 @@ import { type Origin, Origins } from './origins.js'
 import { checkReady } from './readiness.js'
 import { RecentTouches } from './recent-touches.js'
 import { type CopyFix, copiesTrace, ReplicatedSessions, type ReplicationCounters } from './replicated.js'
-import { RESERVATION_TTL_SECONDS } from './reservations.js'
-import { type Callback, type OperationContext, OperationRunner } from './runner.js'
-import { SessionWriter } from './saving.js'
+import { COLLISION_MARKER, RESERVATION_TTL_SECONDS } from './reservations.js'
+import { type Callback, checkCallback, type OperationContext, OperationRunner } from './runner.js'
+import { type Encoded, SessionWriter } from './saving.js'
 import { type Lifetime, lifetimeOf, memcachedExpiry, originalMaxAge } from './ttl.js'
+
+/** What lib/koa.ts reaches beyond the public methods (not exported from the package). */
+export interface AdapterAccess {
+  /** `get`, moving the expiry only when `extend` (and get-and-touch is on). */
+  get(store: MemcacheStore, sid: string, extend: boolean): Promise<SessionData | null>
+  /** The origin a session `get` handed out carries, or one this store added. */
+  originOf(store: MemcacheStore, sess: object): Origin | undefined
+  /** `set` of a session the adapter knows to be new (ADD, collision-checked) or loaded with `origin`. */
+  save(store: MemcacheStore, sid: string, sess: SessionData, as: Origin | 'new'): Promise<void>
+}
+
+let adapterAccess: AdapterAccess | undefined
 
 /** An express-session store that keeps sessions in memcached. */
 export class MemcacheStore extends session.Store {
+  static {
+    adapterAccess = {
+      get: (store, sid, extend) => store.#get(sid, undefined, extend && store.#getAndTouch),
+      originOf: (store, sess) => store.#origins.of(sess),
+      save: (store, sid, sess, as) => store.#set(sid, sess, undefined, as),
+    }
+  }
+
   readonly prefix: string
   readonly #options: ResolvedOptions
   readonly #client: MemcachedClient
@@ -87,7 +107,10 @@ export class MemcacheStore extends session.Store {
     })
     const cipher = resolved.secrets && new SessionCipher(resolved.secrets, resolved.prefix)
     const codec = new SessionCodec(resolved.serializer, cipher, resolved.maxItemSize)
-    this.#writer = new SessionWriter(this.#client, codec, this.#origins, this.#counters, resolved.merge)
+    this.#writer = new SessionWriter(this.#client, codec, this.#origins, this.#counters, resolved.merge, {
+      ttl: resolved.ttl,
+      markLater: (sid, expiry) => this.#followUp(sid, { what: 'mark', expiry }),
+    })
     this.#writer.onMiss = async (op) => this.#migration.active && (await this.#migration.moveSingle(op)) !== undefined
     this.#loader = new SessionLoader({
       client: this.#client,
@@ -168,6 +191,7 @@ export class MemcacheStore extends session.Store {
    * its session costs one memcached request: express-session's `touch` then sends nothing.
    */
   get(sid: string, callback?: Callback<SessionData | null>): Promise<SessionData | null> {
+    checkCallback('get', callback)
     return this.#get(sid, callback, this.#getAndTouch)
   }
 
@@ -206,7 +230,7 @@ export class MemcacheStore extends session.Store {
       },
       finish: (outcomes, op) => {
         if (outcomes === undefined || op === undefined) return null
-        const { sess, fixes } = replicas.toSession(outcomes, op, extension)
+        const { sess, fixes } = replicas.toSession(outcomes, op, extension, !internal)
         if (fixes.length > 0) this.#fix(op.sid, fixes)
         return sess
       },
@@ -214,11 +238,19 @@ export class MemcacheStore extends session.Store {
   }
 
   /**
-   * Stores a session. A session express-session just created is added (failing on an ID collision);
-   * one loaded from the store is written only while it still exists (merged with concurrent changes
-   * unless `merge` is false); plain data is upserted. An expired cookie deletes the session instead.
+   * Stores a session. A session express-session (or @fastify/session) just created is added
+   * (failing on an ID collision); one loaded from the store is written only while it still exists
+   * (merged with concurrent changes unless `merge` is false), or, saved as it was read (its cookie
+   * aside), only has its expiry moved, as `touch` does; plain data is upserted. An expired cookie
+   * deletes the session instead.
    */
   set(sid: string, sess: SessionData, callback?: Callback<void>): Promise<void> {
+    checkCallback('set', callback)
+    return this.#set(sid, sess, callback, undefined)
+  }
+
+  /** `set`, told by an adapter (lib/koa.ts) that the session is new, or loaded with `origin`; else the session object says. */
+  #set(sid: string, sess: SessionData, callback: Callback<void> | undefined, as: Origin | 'new' | undefined): Promise<void> {
     return this.#runner.run<WriteKind, void>({
       operation: 'set',
       sid,
@@ -230,9 +262,13 @@ export class MemcacheStore extends session.Store {
         if (lifetime.seconds < 0) return replicas ? replicas.destroy(op).then(() => 'deleted') : this.#writer.remove(op)
         this.#loader.noteLifetime(sess, lifetime.seconds)
         const encoded = this.#writer.encode(sess, op, lifetime)
-        const origin = this.#origins.of(sess)
-        if (origin?.key === op.key) return (replicas ?? this.#writer).saveLoaded(op, origin, encoded)
-        if (isExpressSessionObject(sess, sid)) {
+        const origin = as === undefined ? this.#origins.of(sess) : as === 'new' ? undefined : as
+        if (origin?.key === op.key) {
+          return this.#writer.unchanged(origin, encoded)
+            ? this.#saveUnchanged(op, sess, origin, encoded)
+            : (replicas ?? this.#writer).saveLoaded(op, origin, encoded)
+        }
+        if (as === 'new' || isNewSessionObject(sess, sid)) {
           const reservation = this.#reservedIds?.claim(sid)
           if (replicas === undefined) return this.#writer.saveNew(op, sess, encoded, reservation)
           return replicas
@@ -255,6 +291,7 @@ export class MemcacheStore extends session.Store {
    * a session that is read must never look expired by a stale one.
    */
   override touch(sid: string, sess: SessionData, callback?: Callback<void>): Promise<void> {
+    checkCallback('touch', callback)
     // Nothing to send (counted and traced all the same): disableTouch, or touchAfter (only keys that
     // were sent once are remembered, so a hit is a valid key).
     if (this.#options.disableTouch || this.#recentTouches?.isRecent(this.prefix + sid))
@@ -314,9 +351,27 @@ export class MemcacheStore extends session.Store {
     })
   }
 
+  /**
+   * A save of a loaded session whose fields are as this request read (or last wrote) them: what
+   * `touch` would do instead of a write. @fastify/session and koa-session's `rolling`, and
+   * express-session's `resave: true`, save every request. Nothing is sent when the read's
+   * get-and-touch already set this expiry, with `disableTouch`, or within `touchAfter`; a stored
+   * cookie that is outdated (or whose lifetime changed) is rewritten.
+   */
+  async #saveUnchanged(op: OperationContext, sess: SessionData, origin: Origin, encoded: Encoded): Promise<WriteKind> {
+    const { seconds } = encoded
+    const replicas = this.#replicas
+    if (storedCookieIsOutdated(origin, sess, seconds)) return (replicas ?? this.#writer).saveLoaded(op, origin, encoded)
+    if (this.#options.disableTouch || this.#recentTouches?.isRecent(op.key) || this.#readCovers(op.sid, sess, seconds, origin))
+      return 'unchanged'
+    const touched = replicas ? await replicas.touch(op, encoded.expiry) : await this.#client.touch(op.key, encoded.expiry, op.scope)
+    if (!touched) return 'none'
+    this.#recentTouches?.record(op.key)
+    return 'touched'
+  }
+
   /** Whether the get-and-touch that loaded `sess` set the expiry this touch would (within a second), and its stored cookie is fresh. */
-  #readCovers(sid: string, sess: SessionData, seconds: number): boolean {
-    const origin = this.#origins.of(sess)
+  #readCovers(sid: string, sess: SessionData, seconds: number, origin = this.#origins.of(sess)): boolean {
     if (origin === undefined || origin.extendedUntil === 0 || origin.key !== this.prefix + sid) return false
     if (seconds < 0 || storedCookieIsOutdated(origin, sess, seconds)) return false
     if (Math.abs(Date.now() + seconds * 1000 - origin.extendedUntil) >= 1000) return false
@@ -326,6 +381,7 @@ export class MemcacheStore extends session.Store {
 
   /** Deletes a session. Its failure is always passed on, even with `failOpen`: a logout must never be faked. */
   destroy(sid: string, callback?: Callback<void>): Promise<void> {
+    checkCallback('destroy', callback)
     return this.#destroy(sid, callback, false)
   }
 
@@ -376,6 +432,7 @@ export class MemcacheStore extends session.Store {
    * store's prefix on every server (listed with `lru_crawler metadump`), each read like `get` does.
    */
   override all(callback?: Callback<Record<string, SessionData>>): Promise<Record<string, SessionData>> {
+    checkCallback('all', callback)
     return this.#runner.list(
       'all',
       () => this.#serverList(),
@@ -386,6 +443,7 @@ export class MemcacheStore extends session.Store {
 
   /** The IDs of this store's live sessions on every server (see docs/listing.md for which are read). */
   ids(callback?: Callback<string[]>): Promise<string[]> {
+    checkCallback('ids', callback)
     return this.#runner.list(
       'ids',
       () => this.#serverList(),
@@ -396,6 +454,7 @@ export class MemcacheStore extends session.Store {
 
   /** How many live sessions this store holds: `ids().length`. */
   override length(callback?: Callback<number>): Promise<number> {
+    checkCallback('length', callback)
     return this.#runner.list(
       'length',
       () => this.#serverList(),
@@ -406,6 +465,7 @@ export class MemcacheStore extends session.Store {
 
   /** Deletes this store's sessions one by one; other keys on the servers are left alone (never `flush_all`). */
   override clear(callback?: Callback<void>): Promise<void> {
+    checkCallback('clear', callback)
     return this.#runner.list(
       'clear',
       () => this.#serverList(),
@@ -490,11 +550,16 @@ export class MemcacheStore extends session.Store {
     return this.#closing
   }
 
-  /** Keeps what was loaded (its CAS and text) with the Session object express-session builds from it. */
+  /**
+   * Keeps what was loaded (its CAS and text) with the Session object express-session builds from it,
+   * hidden: the loaded object gets its plain prototype back first (see origins.ts), so that
+   * `req.session` shows nothing of the store's.
+   */
   override createSession(req: Parameters<session.Store['createSession']>[0], sess: SessionData) {
     const origin = this.#origins.of(sess)
+    this.#origins.release(sess)
     const created = super.createSession(req, sess)
-    if (origin) this.#origins.remember(created, origin)
+    if (origin) this.#origins.keep(created, origin)
     return created
   }
 
@@ -537,23 +602,33 @@ export class MemcacheStore extends session.Store {
     return this.#client.servers.map((server) => server.address).join(',')
   }
 
-  /** A read's follow-up request, run like an operation of its own; its failure is logged, the read's result stands. */
+  /**
+   * A follow-up request (of a read, or a collided save's marker), run like an operation of its own:
+   * its own deadline, the session's lock once the first operation released it. Its failure is
+   * logged; the first operation's result stands.
+   */
   #followUp(sid: string, followUp: FollowUp): void {
     const what = followUp.what
     this.#runner
       .run<unknown>({
-        operation: what === 'delete' ? 'destroy' : 'touch',
+        operation: what === 'delete' ? 'destroy' : what === 'mark' ? 'set' : 'touch',
         sid,
         callback: undefined,
         fallback: undefined,
         internal: true,
-        work: (op) =>
-          followUp.what === 'delete'
-            ? this.#client.delete(op.key, op.scope, followUp.cas)
-            : this.#client.touch(op.key, followUp.expiry, op.scope),
+        work: (op) => {
+          if (followUp.what === 'delete') return this.#client.delete(op.key, op.scope, followUp.cas)
+          if (followUp.what === 'mark') return this.#client.store('set', op.key, COLLISION_MARKER, followUp.expiry, op.scope)
+          return this.#client.touch(op.key, followUp.expiry, op.scope)
+        },
       })
       .catch((err: Error) =>
-        this.#log.report('housekeeping', `${err.message} (the ${what} that follows a read of an expired or mis-extended session)`),
+        this.#log.report(
+          'housekeeping',
+          what === 'mark'
+            ? `${err.message} (the marker that keeps a collided session ID refused; the colliding session may still be readable)`
+            : `${err.message} (the ${what} that follows a read of an expired or mis-extended session)`,
+        ),
       )
   }
 
@@ -644,10 +719,17 @@ function storedCookieIsOutdated(origin: Origin, sess: SessionData, seconds: numb
   return origin.storedMaxAge !== originalMaxAge(sess)
 }
 
-/** A Session object built by express-session for this ID (a new one unless the store loaded it). */
-function isExpressSessionObject(sess: object, sid: string): boolean {
-  const candidate = sess as { id?: unknown; save?: unknown; regenerate?: unknown }
-  return candidate.id === sid && typeof candidate.save === 'function' && typeof candidate.regenerate === 'function'
+/**
+ * A Session object that express-session (`id`) or @fastify/session (`sessionId`) built for this ID:
+ * a new one, when it carries no origin of this store's.
+ */
+function isNewSessionObject(sess: object, sid: string): boolean {
+  const candidate = sess as { id?: unknown; sessionId?: unknown; save?: unknown; regenerate?: unknown }
+  return (
+    (candidate.id === sid || candidate.sessionId === sid) &&
+    typeof candidate.save === 'function' &&
+    typeof candidate.regenerate === 'function'
+  )
 }
 
 /** What every read needs: the loader, and where its follow-up requests go. */
@@ -693,8 +775,13 @@ class Read {
 
   finish(item: Item | undefined, op: OperationContext | undefined): SessionData | null {
     if (item === undefined || op === undefined) return null
-    const { sess, followUp } = this.#parts.loader.toSession(item.value, item.cas, op, this.#extension)
+    const { sess, followUp } = this.#parts.loader.toSession(item.value, item.cas, op, this.#extension, !this.internal)
     if (followUp) this.#parts.followUp(op.sid, followUp)
     return sess
   }
+}
+
+/** The store's adapter access (for lib/koa.ts). */
+export function storeAccess(): AdapterAccess {
+  return adapterAccess as AdapterAccess
 }

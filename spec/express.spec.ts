@@ -3,6 +3,7 @@ import { describe, it } from 'node:test'
 import request from 'supertest'
 import type { MemcacheStore } from '../lib/index.ts'
 import { testApp } from './harness/app.ts'
+import { commandsDuring } from './harness/commands.ts'
 import { useMemcached } from './harness/stores.ts'
 import { eventually } from './harness/timing.ts'
 
@@ -92,17 +93,21 @@ describe('express + express-session end to end', () => {
     )
   })
 
-  it('resave: true rewrites an unmodified session; resave: false only touches it', async () => {
+  it('resave: true or false: an unmodified session is not written again, and a read-only request costs one memcached command', async () => {
     for (const resave of [true, false]) {
       const store = stores.create()
       const agent = request.agent(testApp(store, { resave, cookie: { maxAge: 20_000 } }))
       const first = await agent.get('/count').expect(200)
-      const before = await stored(store, first.body.id)
       await agent.get('/read').expect(200)
+      const before = await stored(store, first.body.id)
+      const sent = await commandsDuring(file.server, () => agent.get('/read').expect(200))
       const after = await stored(store, first.body.id)
       assert.ok(before && after)
-      if (resave) assert.notEqual(after.cas, before.cas, 'resave: true wrote the session again')
-      else assert.equal(after.cas, before.cas, 'resave: false did not write it')
+      assert.equal(after.cas, before.cas, `resave: ${resave}: the unmodified session was written again`)
+      assert.deepEqual([sent.total, sent.set], [1, 0], `resave: ${resave}: ${JSON.stringify(sent)}`)
+      assert.ok(after.ttl >= 19, `resave: ${resave}: the expiry moved to the full 20 s (ttl ${after.ttl})`)
+      await agent.get('/count').expect(200)
+      assert.notEqual((await stored(store, first.body.id))?.cas, after.cas, `resave: ${resave}: a change is written`)
     }
   })
 

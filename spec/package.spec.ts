@@ -133,11 +133,11 @@ describe('the packed package', () => {
       [
         '--input-type=module',
         '-e',
-        "import { MemcacheStore, MemcacheStoreError } from 'express-session-memcache'; import session from 'express-session'; console.log(typeof MemcacheStore, typeof MemcacheStoreError, new MemcacheStore({ servers: 'localhost:1' }) instanceof session.Store)",
+        "import { MemcacheStore, MemcacheStoreError, koaStore } from 'express-session-memcache'; import session from 'express-session'; console.log(typeof MemcacheStore, typeof MemcacheStoreError, new MemcacheStore({ servers: 'localhost:1' }) instanceof session.Store, Object.keys(koaStore(new MemcacheStore({ servers: 'localhost:1' }))).join())",
       ],
       join(consumer, 'esm'),
     )
-    assert.equal(out.trim(), 'function function true')
+    assert.equal(out.trim(), 'function function true get,set,destroy')
   })
 
   it('require() gives the named exports in a CommonJS project', () => {
@@ -145,11 +145,11 @@ describe('the packed package', () => {
       process.execPath,
       [
         '-e',
-        "const m = require('express-session-memcache'); console.log(typeof m.MemcacheStore, typeof m.MemcacheStoreError, new m.MemcacheStore({ servers: 'localhost:1' }) instanceof require('express-session').Store)",
+        "const m = require('express-session-memcache'); console.log(typeof m.MemcacheStore, typeof m.MemcacheStoreError, new m.MemcacheStore({ servers: 'localhost:1' }) instanceof require('express-session').Store, Object.keys(m.koaStore(new m.MemcacheStore({ servers: 'localhost:1' }))).join())",
       ],
       join(consumer, 'cjs'),
     )
-    assert.equal(out.trim(), 'function function true')
+    assert.equal(out.trim(), 'function function true get,set,destroy')
   })
 
   it('runs examples/usage.cjs: a clear error without SESSION_SECRET, listening with one', async () => {

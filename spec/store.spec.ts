@@ -1,8 +1,11 @@
 import assert from 'node:assert/strict'
+import { tracingChannel } from 'node:diagnostics_channel'
 import { describe, it } from 'node:test'
 import { inspect } from 'node:util'
 import memjs from 'memjs'
 import { ERROR_CODES, type MemcacheStore, MemcacheStoreError } from '../lib/index.ts'
+import { ORIGIN_FIELD } from '../lib/origins.ts'
+import { commandsDuring } from './harness/commands.ts'
 import { freePort, MemcachedServer, sleep } from './harness/memcached.ts'
 import { createStore } from './harness/protocol.ts'
 import { RawClient } from './harness/raw.ts'
@@ -68,6 +71,57 @@ describe('get, set, destroy', () => {
     assert.deepEqual(Reflect.ownKeys(Object.assign({}, sess)).map(String).sort(), ['cookie', 'user'])
     assert.deepEqual(JSON.parse(JSON.stringify(sess)), { cookie: sess.cookie, user: 'ada' })
     assert.ok(!inspect(sess).includes(store.prefix), inspect(sess))
+    // Only a for...in copy (@fastify/session's) gets the origin, as a field that serializes to nothing.
+    const copied: Record<string, unknown> = {}
+    for (const name in sess) copied[name] = sess[name]
+    assert.deepEqual(Object.keys(copied).sort(), ['cookie', ORIGIN_FIELD, 'user'])
+    assert.equal(JSON.stringify(copied[ORIGIN_FIELD]), undefined)
+    assert.equal(inspect(copied[ORIGIN_FIELD]), '[origin]')
+    // express-session's req.session shows nothing of it, even to for...in.
+    const loaded = await loadSession(store, sid)
+    assert.ok(loaded)
+    const names: string[] = []
+    for (const name in loaded) if (typeof (loaded as unknown as Record<string, unknown>)[name] !== 'function') names.push(name)
+    assert.deepEqual(names.sort(), ['cookie', 'user'])
+    assert.ok(!(ORIGIN_FIELD in loaded))
+  })
+
+  it('a field stored or saved under the origin’s name is never taken for an origin, nor written', async () => {
+    const store = stores.create()
+    const sid = randomId()
+    const key = keyOf(store, sid)
+    // Stored by something else, shaped like an origin of this very session.
+    const forged = { key, cas: '1', text: '{"cookie":{},"role":"admin"}', storedExpiry: 0, storedMaxAge: null, extendedUntil: 0 }
+    const value = JSON.stringify({ ...plainSession({ role: 'user' }), [ORIGIN_FIELD]: forged })
+    assert.match(await file.server.command(`set ${key} 0 60 ${Buffer.byteLength(value)}\r\n${value}`), /^STORED/)
+    const sess = await store.get(sid)
+    assert.ok(sess)
+    const carried: Record<string, unknown> = {}
+    for (const name in sess) carried[name] = sess[name]
+    assert.notDeepEqual(carried[ORIGIN_FIELD], forged)
+    assert.equal(JSON.stringify(carried[ORIGIN_FIELD]), undefined, 'the stored value was replaced by the real origin')
+    // Plain data under the name, as an application or a copy of stored data could give it: an upsert,
+    // not a save of a loaded session, and the field is not written.
+    const writes: unknown[] = []
+    const noop = () => {}
+    const handlers = {
+      start: noop,
+      end: noop,
+      asyncStart: noop,
+      error: noop,
+      asyncEnd: (trace: { write?: unknown }) => writes.push(trace.write),
+    }
+    const channel = tracingChannel('express-session-memcache:operation')
+    channel.subscribe(handlers as never)
+    try {
+      await store.set(sid, { ...plainSession({ role: 'guest' }), [ORIGIN_FIELD]: forged } as never)
+    } finally {
+      channel.unsubscribe(handlers as never)
+    }
+    assert.deepEqual(writes, ['upserted'])
+    const text = (await file.server.inspect(key))?.value.toString() ?? ''
+    assert.ok(!text.includes(ORIGIN_FIELD), text)
+    assert.equal(JSON.parse(text).role, 'guest')
   })
 
   it('a logger that throws is swallowed: a get of an unreadable value still answers, with no session', { timeout: 5000 }, async () => {
@@ -194,6 +248,75 @@ describe('expiry', () => {
   })
 })
 
+describe('an unmodified save', () => {
+  /** A session stored by one store and loaded by another (a fresh process: its read is a plain GET that moves no expiry). */
+  async function loadedElsewhere(options: Parameters<typeof stores.create>[0] = {}, maxAgeMs = 20_000) {
+    const writer = stores.create()
+    const store = stores.create({ ...options, prefix: writer.prefix })
+    const sid = randomId()
+    await writer.set(sid, newSession(writer, sid, { user: 'ada', cart: [1] }, maxAgeMs))
+    const loaded = await loadSession(store, sid)
+    assert.ok(loaded)
+    return { store, sid, loaded, before: await file.server.inspect(keyOf(store, sid)) }
+  }
+
+  it('only moves the expiry: one TOUCH, the value and its CAS unchanged', async () => {
+    const { store, sid, loaded, before } = await loadedElsewhere()
+    assert.ok(before)
+    assert.match(await file.server.command(`touch ${keyOf(store, sid)} 5`), /^TOUCHED/)
+    loaded.cookie.maxAge = 20_000 // the cookie renewed, as every framework does before saving
+    const sent = await commandsDuring(file.server, () => store.set(sid, loaded))
+    assert.deepEqual(sent, { get: 0, touch: 1, set: 0, delete: 0, total: 1 })
+    const after = await file.server.inspect(keyOf(store, sid))
+    assert.ok(after)
+    assert.deepEqual([after.cas, after.value], [before.cas, before.value], 'not written')
+    assert.ok(after.ttl >= 20, `the expiry moved back to the cookie's 20 s (ttl ${after.ttl})`)
+  })
+
+  it('sends nothing when the read already moved the expiry (get-and-touch)', async () => {
+    const store = stores.create()
+    const sid = randomId()
+    await store.set(sid, newSession(store, sid, { user: 'ada' }, 20_000))
+    const loaded = await loadSession(store, sid)
+    assert.ok(loaded)
+    loaded.cookie.maxAge = 20_000
+    const sent = await commandsDuring(file.server, () => store.set(sid, loaded))
+    assert.equal(sent.total, 0, JSON.stringify(sent))
+  })
+
+  it('a field changed, added or deleted is written; so is a cookie whose lifetime changed', async () => {
+    const changes: Array<[string, (sess: Record<string, unknown> & { cookie: { maxAge: number | null } }) => void]> = [
+      ['changed', (sess) => (sess.cart = [1, 2])],
+      ['changed inside', (sess) => (sess.cart as number[]).push(2)],
+      ['added', (sess) => (sess.admin = false)],
+      ['deleted', (sess) => delete sess.user],
+      ['set to undefined', (sess) => (sess.user = undefined)],
+      ['lifetime', (sess) => (sess.cookie.maxAge = 3_600_000)],
+    ]
+    for (const [what, change] of changes) {
+      const { store, sid, loaded, before } = await loadedElsewhere()
+      change(loaded as never)
+      await store.set(sid, loaded)
+      const after = await file.server.inspect(keyOf(store, sid))
+      assert.notEqual(after?.cas, before?.cas, `${what}: written`)
+    }
+  })
+
+  it('with disableTouch, nothing is sent', async () => {
+    const { store, sid, loaded } = await loadedElsewhere({ disableTouch: true })
+    loaded.cookie.maxAge = 20_000
+    const sent = await commandsDuring(file.server, () => store.set(sid, loaded))
+    assert.equal(sent.total, 0, JSON.stringify(sent))
+  })
+
+  it('a session deleted meanwhile is not re-created', async () => {
+    const { store, sid, loaded } = await loadedElsewhere()
+    await store.destroy(sid)
+    await store.set(sid, loaded)
+    assert.equal(await file.server.inspect(keyOf(store, sid)), undefined)
+  })
+})
+
 describe('touch', () => {
   it("keeps a touched session readable after its stored cookie expired: memcached's extended expiry decides", async () => {
     const store = stores.create()
@@ -240,17 +363,47 @@ describe('touch', () => {
 })
 
 describe('collision-checked new sessions', () => {
-  it('adds a new session, and a second new session under the same ID fails and deletes the stored one', async () => {
-    const store = stores.create()
+  it('adds a new session; a second new session under the same ID fails, the stored one is replaced by a marker, and the ID stays refused', async () => {
+    const store = stores.create({ ttl: 600 })
     const sid = randomId()
     await store.set(sid, newSession(store, sid, { owner: 'first', secret: 42 }))
-    await assert.rejects(store.set(sid, newSession(store, sid, { owner: 'second' })), (err: MemcacheStoreError) => {
+    const isCollision = (err: MemcacheStoreError) => {
       assert.equal(err.code, 'ECOLLISION')
       assert.match(err.message, /collision/)
       assert.ok(!err.message.includes(sid), 'the message must not contain the whole session ID')
       return true
-    })
-    assert.equal(await file.server.inspect(keyOf(store, sid)), undefined, 'neither holder can read the other')
+    }
+    await assert.rejects(store.set(sid, newSession(store, sid, { owner: 'second' }, 60_000)), isCollision)
+    const marker = await file.server.inspect(keyOf(store, sid))
+    assert.ok(marker, 'the ID is still taken')
+    assert.ok(!marker.value.toString().includes('first'), 'neither holder can read the other')
+    assert.ok(marker.ttl >= 600 && marker.ttl <= 602, `the marker lives as long as the store's ttl at least (ttl ${marker.ttl})`)
+    assert.equal(await store.get(sid), null, 'a read finds no session')
+    // A framework that retries the save (Fastify's error path), or the next new session under the ID.
+    await assert.rejects(store.set(sid, newSession(store, sid, { owner: 'second' })), isCollision)
+    await assert.rejects(store.set(sid, newSession(store, sid, { owner: 'third' }, 3_600_000)), isCollision)
+    const longer = await file.server.inspect(keyOf(store, sid))
+    assert.ok(longer && longer.ttl >= 3600 && longer.ttl <= 3602, `the longer lifetime of the session refused (ttl ${longer?.ttl})`)
+    assert.equal(store.diagnostics().collisions, 3)
+  })
+
+  it('a loaded session whose ID another new session collided with is not saved over the marker', async () => {
+    for (const merge of [true, false]) {
+      const store = stores.create({ merge })
+      const sid = randomId()
+      await store.set(sid, newSession(store, sid, { owner: 'first' }))
+      const loaded = await loadSession(store, sid)
+      assert.ok(loaded)
+      await assert.rejects(
+        store.set(sid, newSession(store, sid, { owner: 'second' })),
+        (err: MemcacheStoreError) => err.code === 'ECOLLISION',
+      )
+      loaded.cart = ['late']
+      await store.set(sid, loaded)
+      const stored = (await file.server.inspect(keyOf(store, sid)))?.value.toString() ?? ''
+      assert.ok(!stored.includes('first') && !stored.includes('late'), `merge: ${merge}: the first holder's save went over the marker`)
+      assert.equal(await store.get(sid), null)
+    }
   })
 
   it('a new session saved twice in one request is not a collision', async () => {
@@ -307,6 +460,66 @@ describe('collision-checked new sessions', () => {
     assert.ok(stored, 'the session was stored under the other ID')
     assert.deepEqual([stored.user, stored.cart], ['ada', [1, 2]])
     assert.deepEqual((await readSession(store, original))?.cart, [1], 'the original ID was not written')
+  })
+})
+
+describe('bad arguments fail at once', () => {
+  /** memcached's count of commands received: nothing may be sent for a refused call. */
+  async function commandsSent(): Promise<number> {
+    const text = await file.server.command('stats')
+    const read = (name: string) => Number(new RegExp(`STAT ${name} (\\d+)`).exec(text)?.[1])
+    return read('cmd_get') + read('cmd_set') + read('cmd_touch') + read('delete_hits') + read('delete_misses')
+  }
+
+  it('a callback that is not a function is a TypeError thrown at once: nothing sent, nothing left pending, no unhandled rejection', async () => {
+    const store = stores.create()
+    const sid = randomId()
+    await store.set(sid, plainSession({ kept: true }))
+    const before = await file.server.inspect(keyOf(store, sid))
+    const unhandled: unknown[] = []
+    const onUnhandled = (reason: unknown) => unhandled.push(reason)
+    process.on('unhandledRejection', onUnhandled)
+    try {
+      const sentBefore = await commandsSent()
+      // What koa-session passes where express-session's callback goes: maxAge, then `{ ctx }` (whose
+      // request carries the session cookie: it must not reach the message).
+      const ctx = { ctx: { headers: { cookie: `koa.sess=${sid}` } }, rolling: false }
+      const calls: Array<[string, () => unknown]> = [
+        ['get', () => store.get(sid, 86_400_000 as never)],
+        ['set', () => store.set(sid, plainSession({ kept: false }), 86_410_000 as never)],
+        ['destroy', () => store.destroy(sid, ctx as never)],
+        ['touch', () => store.touch(sid, plainSession(), 'later' as never)],
+        ['all', () => store.all(true as never)],
+        ['ids', () => store.ids({} as never)],
+        ['length', () => store.length(1 as never)],
+        ['clear', () => store.clear([] as never)],
+      ]
+      for (const [name, call] of calls) {
+        assert.throws(call, (err: Error) => {
+          assert.ok(err instanceof TypeError, `${name}: ${err}`)
+          assert.match(err.message, new RegExp(`callback of \`${name}\` to be a function`))
+          assert.ok(!err.message.includes(sid), `${name}: the message names the cookie's session ID`)
+          return true
+        })
+      }
+      assertIdle(store)
+      await sleep(20)
+      assert.equal(await commandsSent(), sentBefore, 'no command reached memcached')
+      assert.deepEqual(unhandled, [])
+    } finally {
+      process.off('unhandledRejection', onUnhandled)
+    }
+    assert.deepEqual(await file.server.inspect(keyOf(store, sid)), before, 'the session is as it was')
+  })
+
+  it('an absent callback (undefined or null) is none: the promise settles', async () => {
+    const store = stores.create()
+    const sid = randomId()
+    await store.set(sid, plainSession({ n: 1 }), undefined)
+    await store.set(sid, plainSession({ n: 2 }), null as never)
+    assert.equal((await readSession(store, sid))?.n, 2)
+    await store.destroy(sid, null as never)
+    assert.equal(await store.get(sid, null as never), null)
   })
 })
 
