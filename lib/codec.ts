@@ -1,6 +1,7 @@
 import type { SessionData } from 'express-session'
 import type { SessionCipher } from './crypto.js'
 import { MemcacheStoreError, messageOf, type Operation } from './errors.js'
+import { type Owner, readOwner, withOwner } from './owner.js'
 
 export interface Serializer {
   stringify(sess: SessionData): string
@@ -17,7 +18,7 @@ export const ITEM_OVERHEAD_BYTES = 64
  */
 export const MAX_DEPTH = 512
 
-export type Decoded = { ok: true; sess: SessionData; text: string } | { ok: false; reason: string }
+export type Decoded = { ok: true; sess: SessionData; text: string; owner: Owner | undefined } | { ok: false; reason: string }
 
 /** What a codec error needs to say which operation failed on which session. */
 export interface CodecContext {
@@ -40,8 +41,11 @@ export class SessionCodec {
     this.#maxItemSize = maxItemSize
   }
 
-  /** The bytes to store and the plain text (the base of a later merge). Throws ESERIALIZE or ETOOLARGE. */
-  encode(sess: SessionData, key: string, context: CodecContext): { value: Buffer; text: string } {
+  /**
+   * The bytes to store (behind the owner header of a session that belongs to a user) and the plain
+   * text (the base of a later merge). Throws ESERIALIZE or ETOOLARGE.
+   */
+  encode(sess: SessionData, key: string, context: CodecContext, owner?: Owner): { value: Buffer; text: string } {
     // What has no cookie would never read back as a session (see decode): refused rather than stored unseen.
     if (!isPlainObject((sess as { cookie?: unknown } | null)?.cookie)) {
       throw serializeError(context, 'could not be stored: it has no `cookie` object (express-session always gives a session one)')
@@ -59,7 +63,7 @@ export class SessionCodec {
       throw serializeError(context, `could not be stored: it nests deeper than ${MAX_DEPTH} levels`)
     }
     const plain = Buffer.from(text)
-    const value = this.#cipher ? this.#cipher.seal(plain, key) : plain
+    const value = withOwner(owner, this.#cipher ? this.#cipher.seal(plain, key) : plain)
     const limit = this.#maxItemSize - Buffer.byteLength(key) - ITEM_OVERHEAD_BYTES
     if (value.length > limit) {
       const reason = `${value.length} bytes serialized, over the ${limit} bytes a ${this.#maxItemSize}-byte memcached item leaves for it`
@@ -79,7 +83,8 @@ export class SessionCodec {
    * unparseable, not an object with a `cookie` object, nested too deep). Throws ESERIALIZE only
    * when the serializer itself is unusable (an async `parse`).
    */
-  decode(value: Buffer, key: string, context: CodecContext): Decoded {
+  decode(stored: Buffer, key: string, context: CodecContext): Decoded {
+    const { owner, payload: value } = readOwner(stored)
     let plain = value
     if (this.#cipher) {
       const opened = this.#cipher.open(value, key)
@@ -104,7 +109,7 @@ export class SessionCodec {
     if (text.length > 2 * MAX_DEPTH && nestsDeeperThan(parsed, MAX_DEPTH)) {
       return { ok: false, reason: `it nests deeper than ${MAX_DEPTH} levels, more than express-session can hash` }
     }
-    return { ok: true, sess: parsed as unknown as SessionData, text }
+    return { ok: true, sess: parsed as unknown as SessionData, text, owner }
   }
 
   /** Session text back to plain fields, for a merge. */

@@ -163,6 +163,20 @@ function deriveLegacyKey(secret: Buffer): Buffer {
   return scryptSync(secret, LEGACY_SALT, KEY_BYTES, LEGACY_SCRYPT_COST)
 }
 
+const ID_HASH_SALT = 'express-session-memcache/ids'
+
+/**
+ * The HMAC-SHA-256 key that `hashIds` hashes session IDs with: derived from the **last** secret of
+ * the keyring (the one a rotation keeps longest: new secrets go first), and the prefix. Rotating
+ * secrets therefore leaves every key in place; only dropping the last secret moves them (see
+ * docs/security.md).
+ */
+export function idHashKey(keyring: SecretKeyring, prefix: string): Buffer {
+  const material = materialOf(keyring)
+  const anchor = material[material.length - 1]
+  return Buffer.from(hkdfSync('sha256', anchor.bytes, ID_HASH_SALT, prefix, KEY_BYTES))
+}
+
 /** Encrypts session values with the first secret; decrypts with any of them (key rotation). */
 export class SessionCipher {
   readonly #material: readonly Material[]

@@ -16,17 +16,22 @@ export interface EnumerationSource {
    * reading it only when every copy listed is too large to be one.
    */
   replicated: boolean
-  /** True when memcached's expiry does not follow the cookie (a `ttl` function): every value is then read. */
-  expiryIgnoresCookie: boolean
+  /**
+   * True when memcached's expiry alone cannot tell a live session (a `ttl` function, or `userOf`:
+   * a session its user was logged out of everywhere lives on in memcached): every value is then read.
+   */
+  readEveryValue: boolean
+  /** With `hashIds`: keys hold a hash of the ID, so `ids()` and `all()` cannot say which IDs they list. */
+  hashedIds: boolean
   /** How long `genid`'s placeholders live: keys expiring that soon are read, since they may be one. */
   placeholderSeconds: number
-  /** The store's own get and destroy, so expiry, decryption and locks apply as for any request. */
-  get(sid: string): Promise<SessionData | null>
-  destroy(sid: string): Promise<void>
+  /** The store's own get and destroy of a listed key, so expiry, decryption and locks apply as for any request. */
+  get(key: string): Promise<SessionData | null>
+  destroy(key: string): Promise<void>
 }
 
 interface Listed {
-  sid: string
+  key: string
   /** memcached's expiry in Unix seconds, -1 for none (the latest of its copies'). */
   exp: number
   /** Whether a copy listed is small enough to be a tombstone or a placeholder (replicas). */
@@ -72,11 +77,13 @@ export class SessionEnumeration {
 
   /** Every live session, keyed by ID, read through the store's get (expired and unreadable ones left out). */
   async all(): Promise<Record<string, SessionData>> {
+    this.#refuseHashed('all')
     const listed = await this.#list('all')
     const sessions: Record<string, SessionData> = {}
-    await forEachLimited(listed, async ({ sid }) => {
-      const sess = await this.#source.get(sid)
-      if (sess) sessions[sid] = sess
+    const { prefix } = this.#source
+    await forEachLimited(listed, async ({ key }) => {
+      const sess = await this.#source.get(key)
+      if (sess) sessions[key.slice(prefix.length)] = sess
     })
     return sessions
   }
@@ -85,28 +92,45 @@ export class SessionEnumeration {
    * IDs of the live sessions. memcached's expiry decides, without reading values, except for keys
    * whose expiry is within a few seconds (or, with a `ttl` function, all keys): their cookie is read.
    */
-  async ids(operation: Operation = 'ids'): Promise<string[]> {
+  async ids(): Promise<string[]> {
+    this.#refuseHashed('ids')
+    const { prefix } = this.#source
+    return (await this.#live('ids')).map((key) => key.slice(prefix.length))
+  }
+
+  async length(): Promise<number> {
+    return (await this.#live('length')).length
+  }
+
+  /** The keys of the live sessions (see `ids`). */
+  async #live(operation: Operation): Promise<string[]> {
     const listed = await this.#list(operation)
     const now = Date.now() / 1000
     const horizon = Math.max(DOUBT_SECONDS, this.#source.placeholderSeconds + 1)
-    const doubtful = ({ exp, small }: Listed) => this.#source.expiryIgnoresCookie || small || (exp !== -1 && exp - now <= horizon)
+    const doubtful = ({ exp, small }: Listed) => this.#source.readEveryValue || small || (exp !== -1 && exp - now <= horizon)
     const live: string[] = []
     const toRead: string[] = []
-    for (const item of listed) (doubtful(item) ? toRead : live).push(item.sid)
-    await forEachLimited(toRead, async (sid) => {
-      if (await this.#source.get(sid)) live.push(sid)
+    for (const item of listed) (doubtful(item) ? toRead : live).push(item.key)
+    await forEachLimited(toRead, async (key) => {
+      if (await this.#source.get(key)) live.push(key)
     })
     return live
   }
 
-  async length(): Promise<number> {
-    return (await this.ids('length')).length
+  /** `ids()` and `all()` under `hashIds`: the keys hold no ID to return. */
+  #refuseHashed(operation: Operation): void {
+    if (!this.#source.hashedIds) return
+    throw new MemcacheStoreError(
+      'ENOTSUPPORTED',
+      operation,
+      `${operation}() cannot list session IDs with \`hashIds\`: memcached holds only a hash of each ID, which is the point of the option. \`length()\` and \`clear()\` work; \`sessionsOf(user)\` lists one user's sessions (with \`secret\`)`,
+    )
   }
 
   /** Deletes this store's sessions one by one (never flush_all). Sessions created meanwhile are kept. */
   async clear(): Promise<number> {
     const listed = await this.#list('clear', true)
-    await forEachLimited(listed, ({ sid }) => this.#source.destroy(sid))
+    await forEachLimited(listed, ({ key }) => this.#source.destroy(key))
     return listed.length
   }
 
@@ -130,16 +154,16 @@ export class SessionEnumeration {
     const now = Date.now() / 1000
     // Each key counts once: a key has a copy on several servers (replicas), and memcached does not
     // promise that a crawl visits an item only once.
-    const byId = new Map<string, Listed>()
+    const byKey = new Map<string, Listed>()
     for (const item of perServer.flat()) {
-      const seen = byId.get(item.sid)
-      if (seen === undefined) byId.set(item.sid, item)
+      const seen = byKey.get(item.key)
+      if (seen === undefined) byKey.set(item.key, item)
       else {
         seen.exp = seen.exp === -1 || item.exp === -1 ? -1 : Math.max(seen.exp, item.exp)
         seen.small ||= item.small
       }
     }
-    return [...byId.values()].filter(({ exp }) => withExpired || exp === -1 || exp > now)
+    return [...byKey.values()].filter(({ exp }) => withExpired || exp === -1 || exp > now)
   }
 
   async #dumpWhenFree(server: Server, operation: Operation): Promise<Listed[]> {
@@ -182,7 +206,7 @@ export class SessionEnumeration {
         // invisible to get and destroy: it is not a session of this store.
         if (!single && !this.#source.copiesOf(key).includes(address)) return
         listed.push({
-          sid: key.slice(prefix.length),
+          key,
           exp,
           small: replicated && size > 0 && size - Buffer.byteLength(key) < SMALL_ITEM_BYTES,
         })
@@ -216,7 +240,7 @@ export function isSessionKey(key: string, prefix: string): boolean {
 }
 
 /** Runs `work` on every item with at most CONCURRENCY at once; rejects with the first failure. */
-async function forEachLimited<T>(items: readonly T[], work: (item: T) => Promise<unknown>): Promise<void> {
+export async function forEachLimited<T>(items: readonly T[], work: (item: T) => Promise<unknown>): Promise<void> {
   let next = 0
   let failed = false
   const worker = async () => {

@@ -65,7 +65,19 @@ const _failureCodesAreErrorCodes: FailureCodesAreErrorCodes = true
 void _failureCodesAreErrorCodes
 
 /** The store's methods, as errors name them. */
-export type Operation = 'get' | 'set' | 'touch' | 'destroy' | 'all' | 'ids' | 'length' | 'clear' | 'ready' | 'genid'
+export type Operation =
+  | 'get'
+  | 'set'
+  | 'touch'
+  | 'destroy'
+  | 'all'
+  | 'ids'
+  | 'length'
+  | 'clear'
+  | 'ready'
+  | 'genid'
+  | 'sessionsOf'
+  | 'destroySessionsOf'
 
 export interface ErrorDetails {
   /** The server the request went to (or would have), as `host:port`. */

@@ -35,6 +35,8 @@ export interface Reservation {
 
 export interface ReserverOptions {
   prefix: string
+  /** A session ID's memcached key (hashed with `hashIds`). */
+  keyOf(sid: string): string
   generate: () => string
   /** ADDs the placeholder under the ID's key on each copy: their CAS, 'taken' when the key exists, or a rejection. */
   reserve(sid: string, key: string): Promise<Array<bigint | undefined> | 'taken'>
@@ -106,8 +108,8 @@ export class ReservedIds {
     // A reservation that completes now deletes its own placeholder (see #reserveOne).
     await Promise.allSettled(this.#inFlight)
     const unused = this.#pool.splice(0)
-    const { prefix, release } = this.#options
-    await Promise.allSettled(unused.map(({ sid, copies }) => release(sid, prefix + sid, copies)))
+    const { keyOf, release } = this.#options
+    await Promise.allSettled(unused.map(({ sid, copies }) => release(sid, keyOf(sid), copies)))
   }
 
   #target(): number {
@@ -146,7 +148,7 @@ export class ReservedIds {
     }
     this.#reserving++
     const at = performance.now()
-    const reserving: Promise<unknown> = this.#options.reserve(sid, this.#options.prefix + sid).then(
+    const reserving: Promise<unknown> = this.#options.reserve(sid, this.#options.keyOf(sid)).then(
       (outcome) => {
         this.#reserving--
         if (outcome === 'taken') {
@@ -162,7 +164,7 @@ export class ReservedIds {
           }
         } else {
           this.#takenInARow = 0
-          if (this.#closed) return this.#options.release(sid, this.#options.prefix + sid, outcome).catch(() => {})
+          if (this.#closed) return this.#options.release(sid, this.#options.keyOf(sid), outcome).catch(() => {})
           this.#pool.push({ sid, copies: outcome, at })
         }
         this.#refill()
@@ -215,11 +217,12 @@ function isStale(reservation: Reservation, now: number): boolean {
 /** A pool that reserves IDs under `prefix` on `memcached`: an ADD of the placeholder each, with the store's timeout. */
 export function reservedIdsOn(
   client: MemcachedClient,
-  options: { prefix: string; timeoutMs: number; generate: () => string; log: BurstLog; copies: number },
+  options: { prefix: string; keyOf: (sid: string) => string; timeoutMs: number; generate: () => string; log: BurstLog; copies: number },
 ): ReservedIds {
   const scope = () => ({ deadline: performance.now() + options.timeoutMs, sent: false, answered: false })
   return new ReservedIds({
     prefix: options.prefix,
+    keyOf: options.keyOf,
     generate: options.generate,
     log: options.log,
     reserve: async (_sid, key) => {

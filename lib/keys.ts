@@ -1,3 +1,4 @@
+import { createHash, createHmac } from 'node:crypto'
 import { MemcacheStoreError, type Operation, redactId } from './errors.js'
 
 /** memcached rejects longer keys and, over the binary protocol, closes the connection. */
@@ -58,4 +59,43 @@ export function sessionKey(prefix: string, sid: unknown, operation: Operation): 
 function describe(value: unknown): string {
   if (typeof value === 'string') return 'an empty string'
   return value === null ? 'null' : typeof value
+}
+
+/**
+ * How session IDs become memcached keys: `prefix + sid`, or with `hashIds`, `prefix` and a hash of
+ * the ID (HMAC-SHA-256 keyed from `secret`, else SHA-256; 43 characters of base64url), so that
+ * reading memcached's keys yields nothing that works as a cookie.
+ */
+export class SessionKeys {
+  readonly prefix: string
+  readonly #hmacKey: Buffer | undefined
+  readonly hashed: boolean
+
+  constructor(prefix: string, hashIds: boolean, hmacKey?: Buffer) {
+    this.prefix = prefix
+    this.hashed = hashIds
+    this.#hmacKey = hmacKey
+  }
+
+  /** The key of a session ID that is known to be usable. */
+  keyOf(sid: string): string {
+    return this.hashed ? this.prefix + this.hash(sid) : this.prefix + sid
+  }
+
+  /** The key of a session ID from outside: EBADKEY when the ID is not one (`sessionKey`'s rules). */
+  checked(sid: unknown, operation: Operation): string {
+    const key = sessionKey(this.prefix, sid, operation)
+    return this.hashed ? this.prefix + this.hash(sid as string) : key
+  }
+
+  /** The session ID a listed key was made from; undefined with `hashIds` (a hash cannot be undone). */
+  sidOf(key: string): string | undefined {
+    return this.hashed ? undefined : key.slice(this.prefix.length)
+  }
+
+  /** base64url of HMAC-SHA-256 (or SHA-256 without a key) of `text`. */
+  hash(text: string): string {
+    const hash = this.#hmacKey ? createHmac('sha256', this.#hmacKey) : createHash('sha256')
+    return hash.update(text).digest('base64url')
+  }
 }

@@ -5,7 +5,7 @@ import type { BurstLog } from './log.js'
 import type { Item, MemcachedClient, Receiver } from './memcached/index.js'
 import { debug } from './observability.js'
 import type { Origins } from './origins.js'
-import { isMarker } from './reservations.js'
+import { isMarker, isPlaceholder, RESERVATION_TTL_SECONDS } from './reservations.js'
 import type { OperationContext } from './runner.js'
 import { cookieExpiry, memcachedExpiry, originalMaxAge, outlasts, renewedLifetimeSeconds, type TtlOption } from './ttl.js'
 
@@ -139,7 +139,7 @@ export class SessionLoader {
     copies?: { cas: Array<bigint | undefined>; version: number },
   ): Loaded {
     const { codec, origins, log, ttl } = this.#options
-    if (isMarker(value)) return { sess: null, followUp: undefined }
+    if (isMarker(value)) return { sess: null, followUp: placeholderReset(value, extension) }
     // A copy written with `replicas` (the option was turned off since, or a logout during a change of
     // the server list left a tombstone): its payload is the session, a tombstone is none.
     if (copies === undefined && isCopy(value)) {
@@ -181,6 +181,7 @@ export class SessionLoader {
       extendedUntil,
       copies: copies?.cas,
       version: copies?.version,
+      owner: decoded.owner,
     }
     if (carry) origins.carry(decoded.sess, fields)
     else origins.remember(decoded.sess, fields)
@@ -191,4 +192,14 @@ export class SessionLoader {
 /** Whether two lifetimes (seconds, 0 for none) differ by more than memcached's one-second tick. */
 function differ(a: number, b: number): boolean {
   return a !== b && (a === 0 || b === 0 || Math.abs(a - b) > 1)
+}
+
+/**
+ * A reserved ID's placeholder that a get-and-touch extended to a session's lifetime is set back to
+ * the reservation's: an ID handed out by `genid` and read before its first save stays a reservation
+ * (never a session-long key that listings count).
+ */
+export function placeholderReset(value: Buffer, extension: Extension): FollowUp | undefined {
+  if (extension.seconds === 0 || !isPlaceholder(value)) return undefined
+  return { what: 'touch', expiry: memcachedExpiry(RESERVATION_TTL_SECONDS) }
 }

@@ -16,11 +16,10 @@ export interface MigrationOptions {
   client: MemcachedClient
   /** How many copies each session has (1 + replicas). */
   copies: number
-  prefix: string
   timeoutMs: number
   log: BurstLog
-  /** Reads a session through the store, which moves it when it is found on a previous ring only. */
-  pull(sid: string): Promise<unknown>
+  /** Reads a session (by its key) through the store, which moves it when it is found on a previous ring only. */
+  pull(key: string): Promise<unknown>
   /** How long a session can live (seconds, 0 for ever): how long a ring that cannot be drained is consulted. */
   longestLifetime(): number
   /** Whether a listed key is one of this store's sessions. */
@@ -153,7 +152,7 @@ export class Migration {
 
   /** Lists every server of `ring` and moves each session of this store that it holds for the ring in use. */
   async #drain(ring: Ring): Promise<void> {
-    const { client, copies, prefix, timeoutMs, log, pull, isSessionKey } = this.#options
+    const { client, copies, timeoutMs, log, pull, isSessionKey } = this.#options
     let complete = true
     for (const server of ring.servers) {
       if (this.#abort.signal.aborted) return
@@ -176,7 +175,7 @@ export class Migration {
             const key = keys[next++]
             // Once the read has put the session where the ring now places it (moved, or repaired from
             // a copy that stayed), the copy here is no longer one of its copies: removed.
-            const pulled = await pull(key.slice(prefix.length)).then(
+            const pulled = await pull(key).then(
               () => true,
               () => false,
             )

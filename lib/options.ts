@@ -125,6 +125,21 @@ export interface MemcacheStoreOptions {
    */
   secret?: SecretOption
   /**
+   * Stores each session under a hash of its ID (HMAC-SHA-256 keyed from `secret`, else SHA-256):
+   * reading memcached's keys then yields nothing that works as a cookie. `ids()` and `all()` are
+   * refused under it (the keys no longer hold the IDs); `length()`, `clear()` and `sessionsOf()`
+   * (with `secret`) work. Turning it on moves every key: sessions stored before are not found (their
+   * users log in again, once). See docs/security.md.
+   * @default false
+   */
+  hashIds?: boolean
+  /**
+   * Which user a session belongs to, for `sessionsOf` and `destroySessionsOf` (a user logged out
+   * everywhere): for example `(sess) => sess.passport?.user`. `undefined` for a session without one.
+   * @default undefined (no session belongs to a user)
+   */
+  userOf?: (sess: SessionData) => string | number | undefined
+  /**
    * Makes candidate session IDs for `store.genid`, which reserves each in memcached before handing
    * it out. Its IDs must be usable as memcached keys after the prefix.
    * @default 24 random bytes in base64url, as express-session's own IDs
@@ -170,6 +185,8 @@ export interface ResolvedOptions {
   maxItemSize: number
   logger: Logger | undefined
   secrets: SecretKeyring | undefined
+  hashIds: boolean
+  userOf: ((sess: SessionData) => string | number | undefined) | undefined
   generateId: () => string
   replicas: number
   /** The configuration endpoint and its polling interval (ms), with `discovery`. */
@@ -188,6 +205,7 @@ export const DEFAULTS = {
   merge: true,
   timeout: 1000,
   maxItemSize: 1_048_576,
+  hashIds: false,
   replicas: 0,
   discoveryInterval: 60_000,
 } as const
@@ -220,6 +238,8 @@ const KNOWN_OPTIONS = {
   maxItemSize: true,
   logger: true,
   secret: true,
+  hashIds: true,
+  userOf: true,
   generateId: true,
   replicas: true,
   discovery: true,
@@ -297,6 +317,11 @@ export function resolveOptions(options: MemcacheStoreOptions = {}, env: NodeJS.P
   const disableTouch = checkBoolean('disableTouch', options.disableTouch ?? DEFAULTS.disableTouch)
   const failOpen = checkBoolean('failOpen', options.failOpen ?? DEFAULTS.failOpen)
   const merge = checkBoolean('merge', options.merge ?? DEFAULTS.merge)
+  const hashIds = checkBoolean('hashIds', options.hashIds ?? DEFAULTS.hashIds)
+  const userOf = options.userOf
+  if (userOf !== undefined && typeof userOf !== 'function') {
+    throw new TypeError(`Expected \`userOf\` to be a function returning a session's user (or undefined), got ${quote(userOf)}`)
+  }
   if (!(typeof touchAfter === 'number' && Number.isFinite(touchAfter) && touchAfter >= 0)) {
     throw new TypeError(`Expected \`touchAfter\` to be a non-negative number of seconds, got ${quote(touchAfter)}`)
   }
@@ -338,6 +363,8 @@ export function resolveOptions(options: MemcacheStoreOptions = {}, env: NodeJS.P
     maxItemSize,
     logger: logger === false ? undefined : (logger ?? console),
     secrets: options.secret === undefined ? undefined : checkSecret(options.secret),
+    hashIds,
+    userOf,
     generateId,
     replicas,
     discovery,

@@ -1,4 +1,5 @@
 import { inspect } from 'node:util'
+import type { Owner } from './owner.js'
 
 /** An origin's fields, as the loader and the writer fill them in. */
 export interface OriginFields {
@@ -17,6 +18,8 @@ export interface OriginFields {
   /** With replicas: each copy's CAS as read or written (undefined where the copy was missing or unanswered), and the version. */
   copies?: Array<bigint | undefined>
   version?: number
+  /** With `userOf`: the user and generation it was read or written under (see users.ts). */
+  owner?: Owner
 }
 
 /**
@@ -46,6 +49,7 @@ export class Origin implements OriginFields {
   extendedUntil: number
   copies: Array<bigint | undefined> | undefined
   version: number | undefined
+  owner: Owner | undefined
   readonly #owner: Origins
 
   constructor(owner: Origins, fields: OriginFields) {
@@ -58,6 +62,7 @@ export class Origin implements OriginFields {
     this.extendedUntil = fields.extendedUntil
     this.copies = fields.copies
     this.version = fields.version
+    this.owner = fields.owner
   }
 
   /** Whether `value` is an origin made by `owner`. */

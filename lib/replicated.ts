@@ -7,7 +7,7 @@ import type { SessionData } from 'express-session'
 import { answered, type Copy, type CopyOutcome, Fanout, newer, nextVersion, readCopy, sessionValue, tombstoneValue } from './copies.js'
 import { Deadlines } from './deadlines.js'
 import { MemcacheStoreError } from './errors.js'
-import type { Extension, Loaded, SessionLoader } from './loading.js'
+import { type Extension, type Loaded, placeholderReset, type SessionLoader } from './loading.js'
 import { type Item, type MemcachedClient, MemcachedError, type Receiver, type Reply, type Server } from './memcached/index.js'
 import { type CopiesTrace, type Counters, debug, type WriteKind } from './observability.js'
 import type { Origin, Origins } from './origins.js'
@@ -131,6 +131,16 @@ export class ReplicatedSessions {
     return true
   }
 
+  /** The newest copy's payload when it is a session (what `userOf`'s check reads), else undefined. */
+  newestSession(outcomes: CopyOutcome<Item | undefined>[]): Buffer | undefined {
+    let best: Copy | undefined
+    for (const outcome of outcomes) {
+      const copy = outcome.settled && outcome.value !== undefined ? readCopy(outcome.value.value) : undefined
+      if (copy !== undefined && (best === undefined || newer(copy, best))) best = copy
+    }
+    return best?.kind === 'session' ? best.payload : undefined
+  }
+
   /**
    * The newest copy as a session (null for a tombstone, a placeholder or nothing), and what the
    * other copies need: a copy that is missing or older is rewritten with the newest's bytes. A
@@ -155,6 +165,13 @@ export class ReplicatedSessions {
       debug('replicas: %s is logged out (a tombstone on %s)', op.subject, outcomes[newest].server.address)
     }
     const fixes: CopyFix[] = []
+    if (best.kind === 'placeholder' && extension !== undefined) {
+      // A reserved ID read before its first save: its placeholders go back to the reservation's lifetime.
+      outcomes.forEach((outcome, i) => {
+        const reset = outcome.value && placeholderReset(outcome.value.value, extension)
+        if (reset?.what === 'touch') fixes.push({ copy: i, action: 'touch', expiry: reset.expiry })
+      })
+    }
     if (best.kind !== 'placeholder') {
       const expiry = best.kind === 'tombstone' ? memcachedExpiry(this.#options.loader.tombstoneSeconds()) : this.#sessionExpiry(best, op)
       outcomes.forEach((outcome, i) => {
@@ -243,6 +260,7 @@ export class ReplicatedSessions {
       extendedUntil: 0,
       copies: outcomes.map((outcome) => (outcome.value?.status === 'ok' ? outcome.value.cas : undefined)),
       version,
+      owner: encoded.owner,
     })
     return 'added'
   }

@@ -1,6 +1,6 @@
 import { type Deadlined, Deadlines } from './deadlines.js'
 import { isServerFailure, MemcacheStoreError, type Operation, redactId, storeError } from './errors.js'
-import { sessionKey } from './keys.js'
+import type { SessionKeys } from './keys.js'
 import { type LockWaiter, SessionLocks } from './locks.js'
 import type { BurstLog } from './log.js'
 import type { Receiver, RequestScope } from './memcached/index.js'
@@ -23,6 +23,8 @@ export interface OperationContext {
 export interface OperationSpec<T, R> {
   operation: Operation
   sid: unknown
+  /** The store's own operations on a listed key (whose ID `hashIds` hides): the key itself, unchecked. */
+  key?: string
   callback: Callback<R> | undefined
   /** What failOpen yields instead of a server failure; also what `get` yields for an ID memcached cannot hold. */
   fallback: T
@@ -44,7 +46,7 @@ export interface OperationSpec<T, R> {
 }
 
 export interface RunnerOptions {
-  prefix: string
+  keys: SessionKeys
   timeoutMs: number
   failOpen: boolean
   log: BurstLog
@@ -147,7 +149,7 @@ export class OperationRunner {
     }
     let key: string
     try {
-      key = sessionKey(options.prefix, sid, operation)
+      key = spec.key ?? options.keys.checked(sid, operation)
     } catch (err) {
       // No session can be stored under a key memcached refuses.
       return this.#ended(spec, operation === 'get' ? Promise.resolve(spec.fallback) : Promise.reject(err), trace, startedAt)
@@ -435,7 +437,7 @@ function traceOf(options: RunnerOptions, operation: Operation, sid: unknown): Op
   const valid = typeof sid === 'string' && sid !== ''
   return {
     operation,
-    server: valid ? options.addressFor(options.prefix + sid) : '',
+    server: valid ? options.addressFor(options.keys.keyOf(sid)) : '',
     session: valid ? redactId(sid) : undefined,
   }
 }

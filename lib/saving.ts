@@ -8,6 +8,7 @@ import type { MemcachedClient, Reply, StorageMode } from './memcached/index.js'
 import { mergeSessions, sameFieldsButCookie } from './merge.js'
 import { type Counters, debug, type WriteKind } from './observability.js'
 import { type Origin, type Origins, withoutOriginField } from './origins.js'
+import type { Owner } from './owner.js'
 import { COLLISION_MARKER, isMarker } from './reservations.js'
 import type { OperationContext } from './runner.js'
 import { type Lifetime, memcachedExpiry, originalMaxAge, type TtlOption } from './ttl.js'
@@ -27,13 +28,15 @@ export interface Encoded {
   cookieMaxAge: number | null
   /** The session's lifetime in seconds (0: no expiry). */
   seconds: number
+  /** With `userOf`: the user and generation it is written under. */
+  owner: Owner | undefined
 }
 
 /** How a collided ID's marker is written: the store's `ttl`, and where a marker goes that could not be written in time. */
 export interface CollisionMarking {
   ttl: TtlOption
   /** Writes the marker as an operation of its own (its own deadline), once this one released the session. */
-  markLater(sid: string, expiry: number): void
+  markLater(op: OperationContext, expiry: number): void
 }
 
 /**
@@ -72,8 +75,8 @@ export class SessionWriter {
   }
 
   /** The session as it will be written. Throws ESERIALIZE or ETOOLARGE (nothing sent). */
-  encode(sess: SessionData, op: OperationContext, lifetime: Lifetime): Encoded {
-    const { value, text } = this.#codec.encode(withoutOriginField(sess), op.key, op)
+  encode(sess: SessionData, op: OperationContext, lifetime: Lifetime, owner?: Owner): Encoded {
+    const { value, text } = this.#codec.encode(withoutOriginField(sess), op.key, op, owner)
     return {
       value,
       text,
@@ -81,6 +84,7 @@ export class SessionWriter {
       cookieExpiry: lifetime.expiresAt,
       cookieMaxAge: originalMaxAge(sess),
       seconds: lifetime.seconds,
+      owner,
     }
   }
 
@@ -102,6 +106,7 @@ export class SessionWriter {
         storedExpiry: encoded.cookieExpiry,
         storedMaxAge: encoded.cookieMaxAge,
         extendedUntil: 0,
+        owner: encoded.owner,
       })
       return 'added'
     }
@@ -113,7 +118,7 @@ export class SessionWriter {
     // finds the ID still taken, where after a DELETE its ADD would succeed. The marker is written even
     // when this operation's time is up, as an operation of its own: the failure reported stays ECOLLISION.
     const expiry = markerExpiry(encoded.seconds, this.#collisions.ttl)
-    if (!(await this.#mark(op, expiry))) this.#collisions.markLater(op.sid, expiry)
+    if (!(await this.#mark(op, expiry))) this.#collisions.markLater(op, expiry)
     const reason = `${op.subject} already existed in memcached when a new session was saved under it (does a custom genid repeat IDs?); the stored session was replaced by a marker so that neither holder can read the other's, and the ID stays refused`
     throw new MemcacheStoreError('ECOLLISION', op.operation, `session ID collision: ${reason}`, {
       server: this.#client.addressFor(op.key),
@@ -210,7 +215,7 @@ export class SessionWriter {
     const merged = stored.ok
       ? mergeSessions(this.#codec.parseFields(origin.text), mine, stored.sess as unknown as Record<string, unknown>)
       : mine
-    return this.#codec.encode(withoutOriginField(merged) as unknown as SessionData, op.key, op).value
+    return this.#codec.encode(withoutOriginField(merged) as unknown as SessionData, op.key, op, encoded.owner).value
   }
 
   /** What stored bytes hold, as a session; undefined when they are not one. */
@@ -242,6 +247,7 @@ export class SessionWriter {
     origin.text = encoded.text
     origin.storedExpiry = encoded.cookieExpiry
     origin.storedMaxAge = encoded.cookieMaxAge
+    origin.owner = encoded.owner
   }
 }
 

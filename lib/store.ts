@@ -1,14 +1,23 @@
 import session, { type SessionData } from 'express-session'
 import { SessionCodec } from './codec.js'
-import type { CopyOutcome } from './copies.js'
-import { SessionCipher } from './crypto.js'
+import { type Copy, type CopyOutcome, newer, readCopy } from './copies.js'
+import { idHashKey, SessionCipher } from './crypto.js'
 import { Discovery, type DiscoveryState } from './discovery.js'
-import { isSessionKey, SessionEnumeration } from './enumeration.js'
-import { describeThrown, MemcacheStoreError, storeError } from './errors.js'
+import { forEachLimited, isSessionKey, SessionEnumeration } from './enumeration.js'
+import { describeThrown, MemcacheStoreError, type Operation, storeError } from './errors.js'
 import { type ReservedIds, reservedIdsOn } from './genid.js'
+import { SessionKeys } from './keys.js'
 import { type Extension, type FollowUp, SessionLoader } from './loading.js'
 import { BurstLog } from './log.js'
-import { createClient, type Item, type MemcachedClient, type MemcachedError, type Receiver, type ServerState } from './memcached/index.js'
+import {
+  createClient,
+  type Item,
+  type MemcachedClient,
+  type MemcachedError,
+  type Receiver,
+  type RequestScope,
+  type ServerState,
+} from './memcached/index.js'
 import { Migration, type MigrationState } from './migration.js'
 import { Counters, debug, type StoreCounters, type WriteKind } from './observability.js'
 import {
@@ -21,6 +30,7 @@ import {
   type WeightedServer,
 } from './options.js'
 import { type Origin, Origins } from './origins.js'
+import { sameOwner, setGeneration } from './owner.js'
 import { checkReady } from './readiness.js'
 import { RecentTouches } from './recent-touches.js'
 import { type CopyFix, copiesTrace, ReplicatedSessions, type ReplicationCounters } from './replicated.js'
@@ -28,6 +38,7 @@ import { COLLISION_MARKER, RESERVATION_TTL_SECONDS } from './reservations.js'
 import { type Callback, checkCallback, type OperationContext, OperationRunner } from './runner.js'
 import { type Encoded, SessionWriter } from './saving.js'
 import { type Lifetime, lifetimeOf, memcachedExpiry, originalMaxAge } from './ttl.js'
+import { UserSessions } from './users.js'
 
 /** What lib/koa.ts reaches beyond the public methods (not exported from the package). */
 export interface AdapterAccess {
@@ -40,6 +51,15 @@ export interface AdapterAccess {
 }
 
 let adapterAccess: AdapterAccess | undefined
+
+/** A usage error, as a rejection (and to the callback, if any). */
+function rejectWith<T>(err: Error, callback: Callback<T> | undefined): Promise<T> {
+  if (callback) process.nextTick(callback, err)
+  return Promise.reject(err)
+}
+
+/** A session and its memcached key, as a follow-up operation needs them. */
+type SessionRef = Pick<OperationContext, 'sid' | 'key'>
 
 /** An express-session store that keeps sessions in memcached. */
 export class MemcacheStore extends session.Store {
@@ -54,6 +74,8 @@ export class MemcacheStore extends session.Store {
   readonly prefix: string
   readonly #options: ResolvedOptions
   readonly #client: MemcachedClient
+  /** Session IDs to memcached keys (hashed with `hashIds`). */
+  readonly #keys: SessionKeys
   readonly #runner: OperationRunner
   readonly #origins = new Origins()
   readonly #writer: SessionWriter
@@ -62,6 +84,8 @@ export class MemcacheStore extends session.Store {
   readonly #reading: ReadParts
   /** With `replicas`: the copies of each session. */
   readonly #replicas: ReplicatedSessions | undefined
+  /** With `userOf`: sessions by user, and their generations. */
+  readonly #users: UserSessions | undefined
   readonly #log: BurstLog
   readonly #enumeration: SessionEnumeration
   readonly #recentTouches: RecentTouches | undefined
@@ -96,8 +120,13 @@ export class MemcacheStore extends session.Store {
       // which most apps do not expect; a server that is down fails fast instead (see docs/observability.md).
       onStateChange: (server, change, failure) => this.#serverChanged(server, change, failure),
     })
+    this.#keys = new SessionKeys(
+      resolved.prefix,
+      resolved.hashIds,
+      resolved.hashIds && resolved.secrets ? idHashKey(resolved.secrets, resolved.prefix) : undefined,
+    )
     this.#runner = new OperationRunner({
-      prefix: resolved.prefix,
+      keys: this.#keys,
       timeoutMs: resolved.timeout,
       failOpen: resolved.failOpen,
       log: this.#log,
@@ -109,7 +138,7 @@ export class MemcacheStore extends session.Store {
     const codec = new SessionCodec(resolved.serializer, cipher, resolved.maxItemSize)
     this.#writer = new SessionWriter(this.#client, codec, this.#origins, this.#counters, resolved.merge, {
       ttl: resolved.ttl,
-      markLater: (sid, expiry) => this.#followUp(sid, { what: 'mark', expiry }),
+      markLater: (op, expiry) => this.#followUp(op, { what: 'mark', expiry }),
     })
     this.#writer.onMiss = async (op) => this.#migration.active && (await this.#migration.moveSingle(op)) !== undefined
     this.#loader = new SessionLoader({
@@ -120,7 +149,7 @@ export class MemcacheStore extends session.Store {
       ttl: resolved.ttl,
       disableTouch: resolved.disableTouch,
     })
-    this.#reading = { loader: this.#loader, followUp: (sid, followUp) => this.#followUp(sid, followUp) }
+    this.#reading = { loader: this.#loader, followUp: (op, followUp) => this.#followUp(op, followUp) }
     const migration = () => this.#migration
     this.#replicas =
       resolved.replicas > 0
@@ -147,10 +176,9 @@ export class MemcacheStore extends session.Store {
       {
         client: this.#client,
         copies: 1 + resolved.replicas,
-        prefix: resolved.prefix,
         timeoutMs: resolved.timeout,
         log: this.#log,
-        pull: (sid) => this.#get(sid, undefined, false, true),
+        pull: (key) => this.#get(this.#keys.sidOf(key) ?? '', undefined, false, true, key),
         longestLifetime: () => this.#loader.tombstoneSeconds(),
         isSessionKey: (key) => isSessionKey(key, resolved.prefix),
         lifetimeOfStored: (value, op) => {
@@ -160,6 +188,17 @@ export class MemcacheStore extends session.Store {
       },
       resolved.servers,
     )
+    this.#users =
+      resolved.userOf === undefined
+        ? undefined
+        : new UserSessions({
+            client: this.#client,
+            keys: this.#keys,
+            cipher,
+            copies: 1 + resolved.replicas,
+            userOf: resolved.userOf as (sess: object) => unknown,
+            previousCopiesOf: (key) => this.#migration.previousCopiesOf(key),
+          })
     this.#discovery = resolved.discovery
       ? new Discovery({
           ...resolved.discovery,
@@ -177,11 +216,12 @@ export class MemcacheStore extends session.Store {
       servers: () => this.#client.servers,
       copiesOf: (key) => this.#client.copiesOf(key, 1 + resolved.replicas).map((server) => server.address),
       replicated: resolved.replicas > 0,
-      expiryIgnoresCookie: typeof resolved.ttl === 'function',
+      readEveryValue: typeof resolved.ttl === 'function' || resolved.userOf !== undefined,
+      hashedIds: resolved.hashIds,
       placeholderSeconds: RESERVATION_TTL_SECONDS,
       // Listing reads sessions without extending them.
-      get: (sid) => this.#get(sid, undefined, false, true),
-      destroy: (sid) => this.#destroy(sid, undefined, true),
+      get: (key) => this.#get(this.#keys.sidOf(key) ?? '', undefined, false, true, key),
+      destroy: (key) => this.#destroy(this.#keys.sidOf(key) ?? '', undefined, true, key),
     })
   }
 
@@ -195,22 +235,36 @@ export class MemcacheStore extends session.Store {
     return this.#get(sid, callback, this.#getAndTouch)
   }
 
-  #get(sid: string, callback: Callback<SessionData | null> | undefined, extend: boolean, internal = false): Promise<SessionData | null> {
+  /** `get`; the store's own reads of a listed key (`key`, whose ID `hashIds` hides) are internal. */
+  #get(
+    sid: string,
+    callback: Callback<SessionData | null> | undefined,
+    extend: boolean,
+    internal = false,
+    key?: string,
+  ): Promise<SessionData | null> {
     const lifetime = this.#loader.extension(extend)
     const replicas = this.#replicas
+    const users = this.#users
     if (replicas === undefined) {
-      if (!this.#migration.active) return this.#runner.run(new Read(this.#reading, sid, callback, lifetime, internal))
-      // The server list changed: a session that misses on its new server is looked for on the previous ones.
-      const read = new Read(this.#reading, sid, callback, lifetime, internal)
+      const read = new Read(this.#reading, sid, callback, lifetime, internal, key)
+      if (!this.#migration.active && users === undefined) return this.#runner.run(read)
+      // The server list changed: a session that misses on its new server is looked for on the previous
+      // ones. With `userOf`: a session of a user is served only while its generation is the user's.
       return this.#runner.run<Item | undefined, SessionData | null>({
         operation: 'get',
         sid,
+        key,
         callback,
         internal,
         fallback: undefined,
-        work: async (op) =>
-          (await new Promise<Item | undefined>((resolved, rejected) => read.send(op, { resolved, rejected }))) ??
-          this.#migration.moveSingle(op),
+        work: async (op) => {
+          const early = this.#earlyRecord(op)
+          let item = await new Promise<Item | undefined>((resolved, rejected) => read.send(op, { resolved, rejected }))
+          if (item === undefined && this.#migration.active) item = await this.#migration.moveSingle(op)
+          if (item !== undefined && users !== undefined && !(await users.admits(item.value, op.key, op.scope, early))) return undefined
+          return item
+        },
         finish: (item, op) => read.finish(item, op),
       })
     }
@@ -218,12 +272,17 @@ export class MemcacheStore extends session.Store {
     return this.#runner.run<CopyOutcome<Item | undefined>[] | undefined, SessionData | null>({
       operation: 'get',
       sid,
+      key,
       callback,
       internal,
       fallback: undefined,
-      work: (op) => {
+      work: async (op) => {
         if (lifetime !== undefined) extension = { until: Date.now() + lifetime * 1000, seconds: lifetime }
-        return replicas.read(op, lifetime)
+        const early = this.#earlyRecord(op)
+        const outcomes = await replicas.read(op, lifetime)
+        const newest = users && replicas.newestSession(outcomes)
+        if (newest !== undefined && !(await (users as UserSessions).admits(newest, op.key, op.scope, early))) return undefined
+        return outcomes
       },
       annotate: (trace, outcomes) => {
         if (outcomes) trace.copies = copiesTrace(outcomes)
@@ -231,7 +290,7 @@ export class MemcacheStore extends session.Store {
       finish: (outcomes, op) => {
         if (outcomes === undefined || op === undefined) return null
         const { sess, fixes } = replicas.toSession(outcomes, op, extension, !internal)
-        if (fixes.length > 0) this.#fix(op.sid, fixes)
+        if (fixes.length > 0) this.#fix(op, fixes)
         return sess
       },
     })
@@ -261,21 +320,13 @@ export class MemcacheStore extends session.Store {
         const replicas = this.#replicas
         if (lifetime.seconds < 0) return replicas ? replicas.destroy(op).then(() => 'deleted') : this.#writer.remove(op)
         this.#loader.noteLifetime(sess, lifetime.seconds)
-        const encoded = this.#writer.encode(sess, op, lifetime)
         const origin = as === undefined ? this.#origins.of(sess) : as === 'new' ? undefined : as
-        if (origin?.key === op.key) {
-          return this.#writer.unchanged(origin, encoded)
-            ? this.#saveUnchanged(op, sess, origin, encoded)
-            : (replicas ?? this.#writer).saveLoaded(op, origin, encoded)
-        }
-        if (as === 'new' || isNewSessionObject(sess, sid)) {
-          const reservation = this.#reservedIds?.claim(sid)
-          if (replicas === undefined) return this.#writer.saveNew(op, sess, encoded, reservation)
-          return replicas
-            .saveNew(op, sess, encoded, reservation?.copies)
-            .then((written) => (written === 'collision' ? this.#collided(op) : written))
-        }
-        return (replicas ?? this.#writer).upsert(op, encoded)
+        const loaded = origin?.key === op.key ? origin : undefined
+        // Synchronous unless the session's user has to be enrolled: the write goes out in this turn.
+        const encoded = this.#encodeOwned(sess, op, lifetime, loaded)
+        return encoded instanceof Promise
+          ? encoded.then((ready) => this.#save(op, sess, ready, loaded, as === 'new'))
+          : this.#save(op, sess, encoded, loaded, as === 'new')
       },
       finish: () => undefined,
       annotate: (trace, write) => {
@@ -294,7 +345,7 @@ export class MemcacheStore extends session.Store {
     checkCallback('touch', callback)
     // Nothing to send (counted and traced all the same): disableTouch, or touchAfter (only keys that
     // were sent once are remembered, so a hit is a valid key).
-    if (this.#options.disableTouch || this.#recentTouches?.isRecent(this.prefix + sid))
+    if (this.#options.disableTouch || this.#recentTouches?.isRecent(this.#keys.keyOf(sid)))
       return this.#runner.nothingToDo('touch', sid, callback)
     let lifetime: Lifetime
     try {
@@ -305,7 +356,7 @@ export class MemcacheStore extends session.Store {
     // Or the read that loaded the session already set this expiry.
     if (this.#readCovers(sid, sess, lifetime.seconds)) return this.#runner.nothingToDo('touch', sid, callback)
     const origin = this.#origins.of(sess)
-    if (lifetime.seconds >= 0 && origin?.key === this.prefix + sid && storedCookieIsOutdated(origin, sess, lifetime.seconds)) {
+    if (lifetime.seconds >= 0 && origin?.key === this.#keys.keyOf(sid) && storedCookieIsOutdated(origin, sess, lifetime.seconds)) {
       return this.#runner.run<WriteKind, void>({
         operation: 'touch',
         sid,
@@ -313,7 +364,7 @@ export class MemcacheStore extends session.Store {
         fallback: 'none',
         work: (op) => {
           this.#loader.noteLifetime(sess, lifetime.seconds)
-          return (this.#replicas ?? this.#writer).saveLoaded(op, origin, this.#writer.encode(sess, op, lifetime))
+          return (this.#replicas ?? this.#writer).saveLoaded(op, origin, this.#writer.encode(sess, op, lifetime, origin.owner))
         },
         finish: () => undefined,
       })
@@ -372,7 +423,7 @@ export class MemcacheStore extends session.Store {
 
   /** Whether the get-and-touch that loaded `sess` set the expiry this touch would (within a second), and its stored cookie is fresh. */
   #readCovers(sid: string, sess: SessionData, seconds: number, origin = this.#origins.of(sess)): boolean {
-    if (origin === undefined || origin.extendedUntil === 0 || origin.key !== this.prefix + sid) return false
+    if (origin === undefined || origin.extendedUntil === 0 || origin.key !== this.#keys.keyOf(sid)) return false
     if (seconds < 0 || storedCookieIsOutdated(origin, sess, seconds)) return false
     if (Math.abs(Date.now() + seconds * 1000 - origin.extendedUntil) >= 1000) return false
     this.#loader.noteLifetime(sess, seconds)
@@ -385,12 +436,13 @@ export class MemcacheStore extends session.Store {
     return this.#destroy(sid, callback, false)
   }
 
-  #destroy(sid: string, callback: Callback<void> | undefined, internal: boolean): Promise<void> {
+  #destroy(sid: string, callback: Callback<void> | undefined, internal: boolean, key?: string): Promise<void> {
     const replicas = this.#replicas
     if (replicas === undefined && this.#migration.active) {
       return this.#runner.run<void>({
         operation: 'destroy',
         sid,
+        key,
         callback,
         internal,
         fallback: undefined,
@@ -404,6 +456,7 @@ export class MemcacheStore extends session.Store {
       return this.#runner.run<void>({
         operation: 'destroy',
         sid,
+        key,
         callback,
         internal,
         fallback: undefined,
@@ -416,6 +469,7 @@ export class MemcacheStore extends session.Store {
     return this.#runner.run<boolean, void>({
       operation: 'destroy',
       sid,
+      key,
       callback,
       internal,
       fallback: false,
@@ -507,6 +561,7 @@ export class MemcacheStore extends session.Store {
   get genid(): (req?: unknown) => string {
     this.#reservedIds ??= reservedIdsOn(this.#client, {
       prefix: this.prefix,
+      keyOf: (sid) => this.#keys.keyOf(sid),
       timeoutMs: this.#options.timeout,
       generate: this.#options.generateId,
       log: this.#log,
@@ -563,6 +618,147 @@ export class MemcacheStore extends session.Store {
     return created
   }
 
+  /** How `set` writes: over what the request loaded, as a new session, or as plain data. */
+  #save(op: OperationContext, sess: SessionData, encoded: Encoded, loaded: Origin | undefined, isNew: boolean): Promise<WriteKind> {
+    const replicas = this.#replicas
+    if (loaded !== undefined) {
+      return this.#writer.unchanged(loaded, encoded) && sameOwner(loaded.owner, encoded.owner)
+        ? this.#saveUnchanged(op, sess, loaded, encoded)
+        : (replicas ?? this.#writer).saveLoaded(op, loaded, encoded)
+    }
+    if (isNew || isNewSessionObject(sess, op.sid)) {
+      const reservation = this.#reservedIds?.claim(op.sid)
+      if (replicas === undefined) return this.#writer.saveNew(op, sess, encoded, reservation)
+      return replicas
+        .saveNew(op, sess, encoded, reservation?.copies)
+        .then((written) => (written === 'collision' ? this.#collided(op) : written))
+    }
+    return (replicas ?? this.#writer).upsert(op, encoded)
+  }
+
+  /**
+   * The session as it will be written. With `userOf`, a session of a user carries the user and a
+   * generation: the one it was loaded with when its user is unchanged (a save after
+   * `destroySessionsOf` stays ended), else the user's current one, enrolling it in the user's record.
+   * Serialization fails (nothing sent) before the record is asked.
+   */
+  #encodeOwned(sess: SessionData, op: OperationContext, lifetime: Lifetime, loaded: Origin | undefined): Encoded | Promise<Encoded> {
+    const users = this.#users
+    const user = users?.userOf(sess, op.operation)
+    if (users === undefined || user === undefined) return this.#writer.encode(sess, op, lifetime)
+    const hash = users.hashOf(user)
+    const kept = loaded?.owner?.user === hash ? loaded?.owner : undefined
+    const encoded = this.#writer.encode(sess, op, lifetime, kept ?? { user: hash, generation: 0 })
+    if (kept !== undefined) return encoded
+    return users.enroll(hash, op.sid, op.key, op.scope).then((generation) => {
+      setGeneration(encoded.value, generation)
+      encoded.owner = { user: hash, generation }
+      return encoded
+    })
+  }
+
+  /** With `userOf`: the record of the session's user, asked at once when this process read the session before. */
+  #earlyRecord(op: OperationContext): ReturnType<UserSessions['readEarly']> | undefined {
+    const recordKey = this.#users?.rememberedRecordKey(op.key)
+    return recordKey === undefined ? undefined : this.#users?.readEarly(recordKey, op.scope)
+  }
+
+  /**
+   * The IDs of a user's live sessions (`userOf`): those its record lists, each read to check that it
+   * is still the user's and of the generation in use. With `hashIds`, needs `secret` (the record
+   * then keeps the IDs encrypted).
+   */
+  sessionsOf(user: string | number, callback?: Callback<string[]>): Promise<string[]> {
+    checkCallback('sessionsOf', callback)
+    const users = this.#usersFor('sessionsOf', user)
+    if (users instanceof Error) return rejectWith(users, callback)
+    return this.#runner.list(
+      'sessionsOf',
+      () => this.#serverList(),
+      callback,
+      async () => {
+        if (!users.listsIds) {
+          throw new MemcacheStoreError(
+            'ENOTSUPPORTED',
+            'sessionsOf',
+            'sessionsOf() needs `secret` with `hashIds`: the IDs would otherwise be stored in clear beside their hashed keys. destroySessionsOf() works',
+          )
+        }
+        const hash = users.hashOf(user)
+        const live: string[] = []
+        await forEachLimited(await users.listed(user, this.#scope()), async (sid) => {
+          const sess = await this.#get(sid, undefined, false, true)
+          if (sess !== null && this.#origins.of(sess)?.owner?.user === hash) live.push(sid)
+        })
+        return live
+      },
+    )
+  }
+
+  /**
+   * Ends every session of a user (`userOf`), or all but `except`: once it resolves, no process
+   * serves any of them, and a request in flight that saves one afterwards does not bring it back.
+   * If the user's record is lost (evicted, or with a server), its sessions end too: this may log a
+   * user out more than asked, never less.
+   */
+  destroySessionsOf(user: string | number, options?: { except?: string } | Callback<void>, callback?: Callback<void>): Promise<void> {
+    const done = typeof options === 'function' ? options : callback
+    const except = typeof options === 'function' ? undefined : options?.except
+    checkCallback('destroySessionsOf', done)
+    const users = this.#usersFor('destroySessionsOf', user)
+    if (users instanceof Error) return rejectWith(users, done)
+    return this.#runner.list(
+      'destroySessionsOf',
+      () => this.#serverList(),
+      done,
+      async () => {
+        const scope = this.#scope()
+        let keep: { key: string; value: Buffer | undefined } | undefined
+        if (except !== undefined) {
+          const key = this.#keys.checked(except, 'destroySessionsOf')
+          keep = { key, value: await this.#newestValue(key, scope) }
+        }
+        const listed = await users.rotate(user, scope, keep)
+        // Ended already (their generation is no longer the user's); deleted so that they take no room.
+        await forEachLimited(listed, (entry) =>
+          (users.listsIds ? this.#destroy(entry, undefined, true) : this.#destroy('', undefined, true, entry)).catch(() => {}),
+        )
+      },
+    )
+  }
+
+  /** The users of sessions: a TypeError without `userOf`, and for a user that is not one. */
+  #usersFor(operation: Operation, user: unknown): UserSessions | TypeError {
+    if (this.#users === undefined) {
+      return new TypeError(
+        `${operation}() needs the \`userOf\` option: it says which user a session belongs to (e.g. (sess) => sess.passport?.user)`,
+      )
+    }
+    if (!((typeof user === 'string' && user !== '') || (typeof user === 'number' && Number.isFinite(user)))) {
+      return new TypeError(
+        `Expected the user of ${operation}() to be a non-empty string or a number, got ${user === null ? 'null' : typeof user}`,
+      )
+    }
+    return this.#users
+  }
+
+  /** A deadline of `timeout` from now, for requests outside an operation. */
+  #scope(): RequestScope {
+    return { deadline: performance.now() + this.#options.timeout, sent: false, answered: false }
+  }
+
+  /** What a key holds (the newest copy's payload with `replicas`), undefined when nothing. */
+  async #newestValue(key: string, scope: RequestScope): Promise<Buffer | undefined> {
+    if (this.#replicas === undefined) return (await this.#client.get(key, scope))?.value
+    const copies = await Promise.allSettled(this.#client.copiesOf(key, 1 + this.#options.replicas).map((server) => server.get(key, scope)))
+    let best: Copy | undefined
+    for (const outcome of copies) {
+      const copy = outcome.status === 'fulfilled' && outcome.value ? readCopy(outcome.value.value) : undefined
+      if (copy && (best === undefined || newer(copy, best))) best = copy
+    }
+    return best?.kind === 'session' ? best.payload : undefined
+  }
+
   /**
    * Replaces the server list; resolves once the new ring is in use (operations in flight finish on
    * the servers they were sent to). No session is lost to the change: one that misses on its new
@@ -607,12 +803,13 @@ export class MemcacheStore extends session.Store {
    * its own deadline, the session's lock once the first operation released it. Its failure is
    * logged; the first operation's result stands.
    */
-  #followUp(sid: string, followUp: FollowUp): void {
+  #followUp({ sid, key }: SessionRef, followUp: FollowUp): void {
     const what = followUp.what
     this.#runner
       .run<unknown>({
         operation: what === 'delete' ? 'destroy' : what === 'mark' ? 'set' : 'touch',
         sid,
+        key,
         callback: undefined,
         fallback: undefined,
         internal: true,
@@ -633,12 +830,13 @@ export class MemcacheStore extends session.Store {
   }
 
   /** What a read left for the copies of a session (read repair and the like), done off the request's path; its failure is logged. */
-  #fix(sid: string, fixes: CopyFix[]): void {
+  #fix({ sid, key }: SessionRef, fixes: CopyFix[]): void {
     const replicas = this.#replicas as ReplicatedSessions
     this.#runner
       .run<void>({
         operation: 'touch',
         sid,
+        key,
         callback: undefined,
         fallback: undefined,
         internal: true,
@@ -735,7 +933,7 @@ function isNewSessionObject(sess: object, sid: string): boolean {
 /** What every read needs: the loader, and where its follow-up requests go. */
 interface ReadParts {
   loader: SessionLoader
-  followUp(sid: string, followUp: FollowUp): void
+  followUp(op: SessionRef, followUp: FollowUp): void
 }
 
 /**
@@ -748,6 +946,7 @@ class Read {
   readonly fallback = undefined
   readonly #parts: ReadParts
   readonly sid: string
+  readonly key: string | undefined
   readonly callback: Callback<SessionData | null> | undefined
   readonly internal: boolean
   readonly #lifetime: number | undefined
@@ -759,9 +958,11 @@ class Read {
     callback: Callback<SessionData | null> | undefined,
     lifetime: number | undefined,
     internal: boolean,
+    key?: string,
   ) {
     this.#parts = parts
     this.sid = sid
+    this.key = key
     this.callback = callback
     this.#lifetime = lifetime
     this.internal = internal
@@ -776,7 +977,7 @@ class Read {
   finish(item: Item | undefined, op: OperationContext | undefined): SessionData | null {
     if (item === undefined || op === undefined) return null
     const { sess, followUp } = this.#parts.loader.toSession(item.value, item.cas, op, this.#extension, !this.internal)
-    if (followUp) this.#parts.followUp(op.sid, followUp)
+    if (followUp) this.#parts.followUp(op, followUp)
     return sess
   }
 }

@@ -8,10 +8,12 @@ import { describe, it } from 'node:test'
 import { fileURLToPath } from 'node:url'
 import request from 'supertest'
 import type { MemcacheStore } from '../lib/index.ts'
+import { RESERVATION_TTL_SECONDS } from '../lib/reservations.ts'
 import { testApp } from './harness/app.ts'
 import { freePort, sleep } from './harness/memcached.ts'
 import { createStore } from './harness/protocol.ts'
 import { newSession, plainSession, uniquePrefix, useMemcached } from './harness/stores.ts'
+import { eventually } from './harness/timing.ts'
 
 const file = useMemcached()
 const { stores } = file
@@ -133,6 +135,23 @@ describe('store.genid', () => {
     await store.set(sid, newSession(store, sid, { first: true }))
     assert.equal(((await store.get(sid)) as { first?: boolean } | null)?.first, true, 'its first save still claims it')
     assert.deepEqual(lines, [])
+  })
+
+  it('a reserved ID read (get-and-touch) before its first save stays a reservation: never extended, listed or counted', async () => {
+    const store = stores.create()
+    const genid = store.genid
+    await store.set('live', plainSession({ live: true }, 3_600_000))
+    assert.ok(await store.get('live'), 'reads now extend by the lifetime seen')
+    await pooled(store, 2)
+    const sid = genid()
+    assert.equal(await store.get(sid), null)
+    await eventually('the placeholder is back to its reservation’s lifetime', async () => {
+      const item = await file.server.inspect(store.prefix + sid)
+      return item !== undefined && item.ttl <= RESERVATION_TTL_SECONDS
+    })
+    assert.deepEqual(await store.ids(), ['live'])
+    assert.equal(await store.length(), 1)
+    assert.deepEqual(Object.keys(await store.all()), ['live'])
   })
 
   it('close() while the pool is filling: reservations in flight settle, leave no placeholder, log nothing', async () => {

@@ -249,6 +249,26 @@ export class MemcachedServer {
     return textCommand(this.#access, line)
   }
 
+  /** Every key memcached holds (lru_crawler metadump, retried while the crawler is busy), decoded. */
+  async keys(): Promise<string[]> {
+    for (let attempt = 0; ; attempt++) {
+      const dump = await this.command('lru_crawler metadump all')
+      if (dump.startsWith('BUSY') && attempt < 50) {
+        await sleep(50)
+        continue
+      }
+      return dump
+        .split(/\r?\n/)
+        .filter((line) => line.startsWith('key='))
+        .map((line) => decodeURIComponent(line.slice(4, line.indexOf(' '))))
+    }
+  }
+
+  /** Deletes a key (text protocol); true when it existed. */
+  async remove(key: string): Promise<boolean> {
+    return (await this.command(`delete ${key}`)).startsWith('DELETED')
+  }
+
   /** What memcached holds under `key` (meta get): value, remaining TTL (-1 = none), CAS; undefined when missing. */
   async inspect(key: string): Promise<{ value: Buffer; ttl: number; cas: string } | undefined> {
     const reply = await rawCommand(this.#access, `mg ${Buffer.from(key).toString('base64')} b v t c\r\n`, (data) => {
