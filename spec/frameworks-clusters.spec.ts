@@ -1,5 +1,6 @@
 // The cluster guarantees under each framework: express-session, @fastify/session (the store given
-// directly) and koa-session (koaStore), on the protocol under test. With `replicas: 1` on three
+// directly) and koa-session (koaStore), on the protocol under test. A user logged out everywhere
+// (`userOf`, `destroySessionsOf`) stays so, with a save in flight. With `replicas: 1` on three
 // servers, a server holding a copy killed and restarted empty loses no session and undoes no logout,
 // even one made while a slow request of that session was in flight; with `setServers`, growing and
 // shrinking the ring logs nobody out. What holds under express-session must hold under the others.
@@ -152,6 +153,27 @@ for (const framework of FRAMEWORKS) {
       for (const server of servers) if (server !== copy) await server.kill()
       assert.equal((await user.get('/read')).user, null, 'the logout stayed final on the thawed copy alone')
       for (const server of servers) if (!server.running) await server.restart()
+      assert.deepEqual(app.errors, [])
+      await app.close()
+    })
+
+    it('userOf with replicas: 1: destroySessionsOf logs the user out on every agent, a save in flight does not revive a session, the other user stays', async () => {
+      const servers = await cluster(3)
+      const store = create({ servers: servers.map((server) => server.address), replicas: 1, userOf: (sess) => (sess as { user?: string }).user })
+      const app = await framework.open(store)
+      const ann = [app.client(), app.client()]
+      for (const client of ann) await client.post('/login', { user: 'ada' })
+      const bob = app.client()
+      await bob.post('/login', { user: 'bob' })
+      assert.equal((await store.sessionsOf('ada')).length, 2)
+      const slow = ann[0].post('/set-when-released', { cart: ['book'] })
+      await eventually('the slow request has loaded the session', () => app.held.length === 1)
+      await store.destroySessionsOf('ada')
+      app.held[0].release()
+      await slow
+      for (const client of ann) assert.equal((await client.get('/read')).user, null, 'ada is still logged in')
+      assert.equal((await bob.get('/read')).user, 'bob')
+      assert.deepEqual(await store.sessionsOf('ada'), [])
       assert.deepEqual(app.errors, [])
       await app.close()
     })
