@@ -159,7 +159,11 @@ for (const framework of FRAMEWORKS) {
 
     it('userOf with replicas: 1: destroySessionsOf logs the user out on every agent, a save in flight does not revive a session, the other user stays', async () => {
       const servers = await cluster(3)
-      const store = create({ servers: servers.map((server) => server.address), replicas: 1, userOf: (sess) => (sess as { user?: string }).user })
+      const store = create({
+        servers: servers.map((server) => server.address),
+        replicas: 1,
+        userOf: (sess) => (sess as { user?: string }).user,
+      })
       const app = await framework.open(store)
       const ann = [app.client(), app.client()]
       for (const client of ann) await client.post('/login', { user: 'ada' })
