@@ -22,6 +22,7 @@ import {
   tally,
 } from './harness/outcomes.ts'
 import { assertIdle, plainSession, randomId, uniquePrefix } from './harness/stores.ts'
+import { eventually } from './harness/timing.ts'
 import { largest } from './harness/traffic.ts'
 
 const PROTOCOLS = ['binary', 'meta'] as const
@@ -320,7 +321,7 @@ for (const protocol of PROTOCOLS) {
           const sid = sids[i % sids.length]
           return i % 3 === 0 ? store.set(sid, plainSession({ i })) : i % 3 === 1 ? store.get(sid) : store.touch(sid, plainSession())
         })
-        await sleep(300)
+        await eventually('60 operations settled before the faults', () => traffic.outcomes.length > 60, 10_000)
 
         const killedAt = performance.now()
         await server.kill()
