@@ -185,18 +185,9 @@ export class Fanout<T> implements Deadlined<Fanout<T>> {
   }
 }
 
-/** The answered outcomes' values, and the first failure when nothing answered. */
+/** The outcomes of the copies that answered (a value, or a miss), not of those that failed or stayed silent. */
 export function answered<T>(outcomes: CopyOutcome<T>[]): Array<CopyOutcome<T> & { value: T }> {
   return outcomes.filter((outcome) => outcome.settled && outcome.error === undefined) as Array<CopyOutcome<T> & { value: T }>
-}
-
-/** Why none of the copies could be reached: the first copy's failure (the key's own server first), or an unanswered one's. */
-export function noCopyAnswered<T>(outcomes: CopyOutcome<T>[]): Error {
-  const failed = outcomes.find((outcome) => outcome.error !== undefined)
-  if (failed?.error) return failed.error
-  return new Error(
-    `none of the ${outcomes.length} copies answered in time (${outcomes.map((outcome) => outcome.server.address).join(', ')})`,
-  )
 }
 
 export type { Item, Reply }

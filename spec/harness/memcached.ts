@@ -9,7 +9,10 @@ import net from 'node:net'
 import { tmpdir } from 'node:os'
 import path from 'node:path'
 import tls from 'node:tls'
+import { freePort } from './ports.ts'
 import { PROTOCOL } from './protocol.ts'
+
+export { freePort }
 
 const INSTALL_HINT =
   'memcached was not found. The tests start their own memcached processes: install it with ' +
@@ -170,19 +173,22 @@ export class MemcachedServer {
           `memcached on port ${this.port} exited during start-up (${child.exitCode ?? child.signalCode}): ${this.#stderr.trim()}`,
         )
       }
-      if (await this.#answers()) return
+      if (await this.#answers(child)) return
       await sleep(20)
     }
     throw new Error(`memcached on port ${this.port} did not answer within 5 s: ${this.#stderr.trim()}`)
   }
 
-  async #answers(): Promise<boolean> {
+  /** Whether `child` answers on the port: its own pid in `stats`, so that another process on the port never passes. */
+  async #answers(child: ChildProcess): Promise<boolean> {
     try {
       if (this.options.sasl) {
         await connectOnce(this.port)
-        return true
+        // SASL refuses stats before authentication: the connect must at least not outlive a failed bind.
+        await sleep(50)
+        return child.exitCode === null && child.signalCode === null
       }
-      return (await this.command('version')).startsWith('VERSION')
+      return (await this.command('stats')).includes(`STAT pid ${child.pid}\r\n`)
     } catch {
       return false
     }
@@ -298,18 +304,6 @@ export class MemcachedServer {
 /** Starts several servers at once. */
 export function startMemcacheds(count: number, options: MemcachedOptions = {}): Promise<MemcachedServer[]> {
   return Promise.all(Array.from({ length: count }, () => MemcachedServer.start(options)))
-}
-
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const probe = net.createServer()
-    probe.unref()
-    probe.once('error', reject)
-    probe.listen(0, '127.0.0.1', () => {
-      const { port } = probe.address() as net.AddressInfo
-      probe.close(() => resolve(port))
-    })
-  })
 }
 
 function connectOnce(port: number): Promise<void> {
