@@ -25,6 +25,18 @@ const MAX_HANDED_OUT = 100_000
 /** This many taken candidates in a row means the ID space is (nearly) full: refilling pauses rather than spin. */
 const MAX_TAKEN_IN_A_ROW = 64
 
+/** What `diagnostics().genid` reports. */
+export interface GenidStats {
+  /** Reserved IDs ready to be handed out. */
+  pooled: number
+  /** Candidates skipped because memcached already held them. */
+  skipped: number
+  /** IDs handed out unreserved (the pool was empty): their first save's ADD still checks them. */
+  fallbacks: number
+  /** Reserved IDs handed out whose first save has not come yet (forgotten once their placeholder expires). */
+  awaitingSave: number
+}
+
 export interface Reservation {
   sid: string
   /** The CAS of the placeholder on each copy (`replicas`), undefined where it could not be written; the first is the key's own server's. */
@@ -81,6 +93,7 @@ export class ReservedIds {
     let reservation = this.#pool.shift()
     while (reservation !== undefined && isStale(reservation, now)) reservation = this.#pool.shift()
     this.#refill()
+    this.#forgetStale(now)
     if (reservation === undefined || this.#handedOut.size >= MAX_HANDED_OUT) {
       this.#fallbacks++
       return this.#candidate()
@@ -97,8 +110,26 @@ export class ReservedIds {
     return isStale(reservation, performance.now()) ? undefined : reservation
   }
 
-  stats(): { pooled: number; skipped: number; fallbacks: number } {
-    return { pooled: this.#pool.length, skipped: this.#skipped, fallbacks: this.#fallbacks }
+  /** Whether `sid` was handed out by this pool and has not been saved yet: its key holds only a placeholder. */
+  unsaved(sid: string): boolean {
+    const reservation = this.#handedOut.get(sid)
+    return reservation !== undefined && !isStale(reservation, performance.now())
+  }
+
+  /**
+   * Forgets handed-out IDs whose placeholder has expired: never saved (an unmodified new session
+   * with saveUninitialized: false is never stored). Handed out in about the order they were
+   * reserved, so the stale ones are at the front.
+   */
+  #forgetStale(now: number): void {
+    for (const [sid, reservation] of this.#handedOut) {
+      if (!isStale(reservation, now)) return
+      this.#handedOut.delete(sid)
+    }
+  }
+
+  stats(): GenidStats {
+    return { pooled: this.#pool.length, skipped: this.#skipped, fallbacks: this.#fallbacks, awaitingSave: this.#handedOut.size }
   }
 
   /** Stops refilling, lets reservations in flight settle, and deletes the placeholders of IDs never handed out. */

@@ -5,7 +5,7 @@ import { idHashKey, SessionCipher } from './crypto.js'
 import { Discovery, type DiscoveryState } from './discovery.js'
 import { forEachLimited, isSessionKey, SessionEnumeration } from './enumeration.js'
 import { describeThrown, MemcacheStoreError, type Operation, storeError } from './errors.js'
-import { type ReservedIds, reservedIdsOn } from './genid.js'
+import { type GenidStats, type ReservedIds, reservedIdsOn } from './genid.js'
 import { SessionKeys } from './keys.js'
 import { type Extension, type FollowUp, SessionLoader } from './loading.js'
 import { BurstLog } from './log.js'
@@ -343,9 +343,10 @@ export class MemcacheStore extends session.Store {
    */
   override touch(sid: string, sess: SessionData, callback?: Callback<void>): Promise<void> {
     checkCallback('touch', callback)
-    // Nothing to send (counted and traced all the same): disableTouch, or touchAfter (only keys that
-    // were sent once are remembered, so a hit is a valid key).
-    if (this.#options.disableTouch || this.#recentTouches?.isRecent(this.#keys.keyOf(sid)))
+    // Nothing to send (counted and traced all the same): disableTouch, touchAfter (only keys that
+    // were sent once are remembered, so a hit is a valid key), or an ID genid handed out that was
+    // never saved (a touch would only extend its placeholder).
+    if (this.#options.disableTouch || this.#recentTouches?.isRecent(this.#keys.keyOf(sid)) || this.#reservedIds?.unsaved(sid))
       return this.#runner.nothingToDo('touch', sid, callback)
     let lifetime: Lifetime
     try {
@@ -581,7 +582,7 @@ export class MemcacheStore extends session.Store {
       requestsInFlight: this.#client.inFlight,
       lockedSessions: this.#runner.lockedSessions,
       servers: this.#client.states(),
-      genid: this.#reservedIds?.stats() ?? { pooled: 0, skipped: 0, fallbacks: 0 },
+      genid: this.#reservedIds?.stats() ?? { pooled: 0, skipped: 0, fallbacks: 0, awaitingSave: 0 },
       ...this.#counters.snapshot(),
       ...(this.#replicas ? { replication: structuredClone(this.#replicas.counts) } : {}),
       migration: this.#migration.state,
@@ -896,7 +897,7 @@ export interface StoreDiagnostics extends StoreCounters {
   requestsInFlight: number
   lockedSessions: number
   servers: ServerState[]
-  genid: { pooled: number; skipped: number; fallbacks: number }
+  genid: GenidStats
   /** With `replicas`: what reads found of the copies and rewrote (read repair), in all and per server. */
   replication?: ReplicationCounters
   /** Sessions moved after changes of the server list, and the previous servers still consulted or drained. */

@@ -154,6 +154,41 @@ describe('store.genid', () => {
     assert.deepEqual(Object.keys(await store.all()), ['live'])
   })
 
+  it('a reserved ID touched before its first save: nothing is sent, its placeholder keeps the reservation’s lifetime, and the first save still claims it', async () => {
+    const store = stores.create()
+    const genid = store.genid
+    await pooled(store, 2)
+    const sid = genid()
+    const touches = async () => Number(/STAT cmd_touch (\d+)/.exec(await file.server.command('stats'))?.[1])
+    const before = await touches()
+    await store.touch(sid, plainSession({}, 3_600_000))
+    assert.equal(await touches(), before, 'memcached was sent no touch')
+    const item = await file.server.inspect(store.prefix + sid)
+    assert.ok(item !== undefined && item.ttl <= RESERVATION_TTL_SECONDS, `the placeholder's TTL is ${item?.ttl} s`)
+    assert.deepEqual(await store.ids(), [])
+    await store.set(sid, newSession(store, sid, { first: true }))
+    assert.equal(((await store.get(sid)) as { first?: boolean } | null)?.first, true)
+    assert.equal(store.diagnostics().collisions, 0)
+  })
+
+  it('IDs handed out and never saved (saveUninitialized: false) are forgotten once their placeholder expires', async () => {
+    const store = stores.create()
+    const genid = store.genid
+    await pooled(store, 4)
+    for (let i = 0; i < 3; i++) genid()
+    assert.equal(store.diagnostics().genid.awaitingSave, 3)
+    // The placeholders' lifetime passes: the store's clock is moved on for the next hand-out only.
+    const realNow = performance.now.bind(performance)
+    const later = realNow() + RESERVATION_TTL_SECONDS * 1000
+    performance.now = () => later
+    try {
+      genid()
+    } finally {
+      performance.now = realNow
+    }
+    assert.ok(store.diagnostics().genid.awaitingSave <= 1, JSON.stringify(store.diagnostics().genid))
+  })
+
   it('close() while the pool is filling: reservations in flight settle, leave no placeholder, log nothing', async () => {
     for (let attempt = 0; attempt < 5; attempt++) {
       const lines: string[] = []
