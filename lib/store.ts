@@ -915,7 +915,17 @@ export interface StoreDiagnostics extends StoreCounters {
 function storedCookieIsOutdated(origin: Origin, sess: SessionData, seconds: number): boolean {
   const { storedExpiry } = origin
   if (storedExpiry !== undefined && seconds > 0 && storedExpiry - Date.now() < (seconds * 1000) / 2) return true
-  return origin.storedMaxAge !== originalMaxAge(sess)
+  return !sameLifetime(origin.storedMaxAge, originalMaxAge(sess))
+}
+
+/**
+ * Whether two cookies' `originalMaxAge` (ms) are one lifetime. express-session recomputes it on every
+ * `resetMaxAge` as the time left until the new expiry, which a clock tick in between makes a
+ * millisecond shorter now and then: that is no change (memcached counts whole seconds anyway).
+ */
+function sameLifetime(stored: number | null, current: number | null): boolean {
+  if (stored === null || current === null) return stored === current
+  return Math.abs(stored - current) < 1000
 }
 
 /**

@@ -284,6 +284,20 @@ describe('an unmodified save', () => {
     assert.equal(sent.total, 0, JSON.stringify(sent))
   })
 
+  it("sends nothing when express-session's resetMaxAge left originalMaxAge a millisecond short (a clock tick): no lifetime change", async () => {
+    const store = stores.create()
+    const sid = randomId()
+    await store.set(sid, newSession(store, sid, { user: 'ada' }, 20_000))
+    const loaded = await loadSession(store, sid)
+    assert.ok(loaded)
+    const stored = loaded.cookie.originalMaxAge as number
+    // What cookie.resetMaxAge does when the clock ticks between setting the expiry and reading it back.
+    loaded.cookie.maxAge = 20_000
+    loaded.cookie.originalMaxAge = stored - 1
+    const sent = await commandsDuring(file.server, () => store.set(sid, loaded))
+    assert.equal(sent.total, 0, JSON.stringify(sent))
+  })
+
   it('a field changed, added or deleted is written; so is a cookie whose lifetime changed', async () => {
     const changes: Array<[string, (sess: Record<string, unknown> & { cookie: { maxAge: number | null } }) => void]> = [
       ['changed', (sess) => (sess.cart = [1, 2])],
