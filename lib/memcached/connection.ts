@@ -23,6 +23,12 @@ const OPEN_MARGIN_MS = 50
  * is nudged with a no-op, whose bytes make memcached read again; its reply is consumed like any other.
  */
 const TLS_NUDGE_MS = 10
+/**
+ * Nudges unanswered at once, at most. A nudge's own bytes can end up held with the request it was
+ * meant to free (both inside OpenSSL): another one, TLS_NUDGE_MS later, frees both. The bound keeps
+ * a frozen server from collecting a no-op every TLS_NUDGE_MS until the timeout.
+ */
+const MAX_NUDGES = 8
 
 /**
  * How long the recovery probe (a no-op, once the connection is open) may take to be answered: a
@@ -280,8 +286,9 @@ export class Connection {
     const socket = this.#socket
     if (socket === undefined || this.#written.length === this.#nudges) return
     const now = performance.now()
-    if (this.#nudges === 0 && now - this.#progressAt >= TLS_NUDGE_MS) {
+    if (this.#nudges < MAX_NUDGES && now - this.#progressAt >= TLS_NUDGE_MS) {
       this.#nudges++
+      this.#progressAt = now
       this.#opaque = this.#opaque >= 0xfffffff0 ? 1 : this.#opaque + 1
       const scope: RequestScope = { deadline: Number.POSITIVE_INFINITY, sent: false, answered: false }
       const settled = () => void this.#nudges--
