@@ -91,8 +91,9 @@ export function newer(a: Copy, b: Copy): boolean {
 }
 
 /**
- * How long, at least, the other copies are waited for once one has answered (twice the time that
- * answer took, when longer): copies on healthy servers answer within a round trip of each other.
+ * How long, at least, the other copies are waited for once one has given a settling answer (twice
+ * the time that answer took, when longer): copies on healthy servers answer within a round trip of
+ * each other.
  */
 const GRACE_MIN_MS = 25
 
@@ -122,12 +123,24 @@ export class Fanout<T> implements Deadlined<Fanout<T>> {
   readonly #startedAt = performance.now()
   #resolve: ((outcomes: CopyOutcome<T>[]) => void) | undefined = undefined
   readonly #patience: Deadlines<Fanout<unknown>>
+  readonly #settles: (value: T) => boolean
 
-  constructor(servers: readonly Server[], patience: Deadlines<Fanout<unknown>>, deadline: number) {
+  /**
+   * `settles`: whether an answer is enough to give the other copies only a grace. A read's answer
+   * is not, unless it is a tombstone: a miss may come from a server restarted empty (it answers
+   * first of all), and a session from the copy that missed a logout or a save.
+   */
+  constructor(
+    servers: readonly Server[],
+    patience: Deadlines<Fanout<unknown>>,
+    deadline: number,
+    settles: (value: T) => boolean = () => true,
+  ) {
     this.deadline = deadline
     this.outcomes = servers.map((server) => ({ server, settled: false }))
     this.#remaining = servers.length
     this.#patience = patience
+    this.#settles = settles
   }
 
   /** Sends `request` to every copy's server; resolves with the outcomes. */
@@ -164,7 +177,7 @@ export class Fanout<T> implements Deadlined<Fanout<T>> {
     else outcome.error = error
     if (--this.#remaining === 0) {
       if (this.#patience.delete(this as Fanout<unknown>)) this.#finish()
-    } else if (error === undefined && !this.#answered) {
+    } else if (error === undefined && !this.#answered && this.#settles(value as T)) {
       // The first answer: the other copies get a short grace, not the whole patience. A copy that
       // is still silent then is on a server frozen or overloaded, and its connection's own timeout
       // will find it out; the operation goes on with the copies that answered.

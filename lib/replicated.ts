@@ -4,7 +4,18 @@
 // are missing or stale rewritten off the request's path (read repair). Writes go to every copy at
 // once, each checked against the CAS this request read from it, so concurrent saves still merge.
 import type { SessionData } from 'express-session'
-import { answered, type Copy, type CopyOutcome, Fanout, newer, nextVersion, readCopy, sessionValue, tombstoneValue } from './copies.js'
+import {
+  answered,
+  type Copy,
+  type CopyOutcome,
+  Fanout,
+  isTombstone,
+  newer,
+  nextVersion,
+  readCopy,
+  sessionValue,
+  tombstoneValue,
+} from './copies.js'
 import { Deadlines } from './deadlines.js'
 import { MemcacheStoreError } from './errors.js'
 import { type Extension, type Loaded, placeholderReset, type SessionLoader } from './loading.js'
@@ -78,23 +89,35 @@ export class ReplicatedSessions {
     op: OperationContext,
     request: (server: Server, copy: number, receiver: Receiver<T>, patience: 'wait' | 'refuse') => void,
     servers: Server[] = this.copiesOf(op.key),
+    settles?: (value: T) => boolean,
   ): Promise<CopyOutcome<T>[]> {
-    const fanout = new Fanout<T>(servers, this.#patience as Deadlines<Fanout<unknown>>, op.scope.deadline - this.#margin)
+    const fanout = new Fanout<T>(servers, this.#patience as Deadlines<Fanout<unknown>>, op.scope.deadline - this.#margin, settles)
     let copy = 0
     const indexOf = new Map(servers.map((server) => [server, copy++]))
     return fanout.run((server, receiver, patience) => request(server, indexOf.get(server) as number, receiver, patience))
   }
 
-  /** GET (or get-and-touch by `lifetime` seconds) of every copy; fails when none answered. */
-  async read(op: OperationContext, lifetime: number | undefined): Promise<CopyOutcome<Item | undefined>[]> {
+  /**
+   * GET (or get-and-touch by `lifetime` seconds) of every copy; fails when none answered. Copies on
+   * servers that are up are waited for (within the operation's patience) unless one answered with a
+   * tombstone: a miss may come from a server restarted empty, a session from a copy that missed a
+   * logout or a save. A save's re-read after a CAS conflict (`forMerge`) gives them only a grace:
+   * its writes are CAS-checked on every copy anyway, and it shares the save's time.
+   */
+  async read(op: OperationContext, lifetime: number | undefined, forMerge = false): Promise<CopyOutcome<Item | undefined>[]> {
     const expiry = lifetime === undefined ? undefined : memcachedExpiry(lifetime)
-    const outcomes = await this.fanout<Item | undefined>(op, (server, _copy, receiver, patience) => {
-      if (expiry === undefined) server.get(op.key, op.scope, receiver, patience)
-      else server.getAndTouch(op.key, expiry, op.scope, receiver, patience)
-    })
+    const outcomes = await this.fanout<Item | undefined>(
+      op,
+      (server, _copy, receiver, patience) => {
+        if (expiry === undefined) server.get(op.key, op.scope, receiver, patience)
+        else server.getAndTouch(op.key, expiry, op.scope, receiver, patience)
+      },
+      undefined,
+      forMerge ? undefined : (item) => item !== undefined && isTombstone(item.value),
+    )
     if (answered(outcomes).length === 0) throw noCopyAnswered(outcomes, op)
     if (this.#options.migration.active && outcomes.every((outcome) => outcome.value === undefined) && (await this.#moved(op))) {
-      return this.read(op, lifetime)
+      return this.read(op, lifetime, forMerge)
     }
     return outcomes
   }
@@ -356,7 +379,7 @@ export class ReplicatedSessions {
       }
       if (merges === MAX_MERGES) throw writer.conflict(op)
       debug('replicas: %s changed on a copy since this request read it (attempt %d)', op.subject, merges + 1)
-      const again = await this.read(op, undefined)
+      const again = await this.read(op, undefined, true)
       const copies = again.map((outcome) => (outcome.settled && outcome.value !== undefined ? readCopy(outcome.value.value) : undefined))
       let newest: number | undefined
       copies.forEach((copy, i) => {
