@@ -9,7 +9,7 @@ import { format } from 'node:util'
 import request from 'supertest'
 import type { MemcacheStore, MemcacheStoreOptions } from '../lib/index.ts'
 import { consistentPlacement } from '../lib/memcached/ring.ts'
-import { testApp } from './harness/app.ts'
+import { countingClients, testApp } from './harness/app.ts'
 import { type MemcachedServer, sleep, startMemcacheds } from './harness/memcached.ts'
 import { createStore, PROTOCOL } from './harness/protocol.ts'
 import { RawClient } from './harness/raw.ts'
@@ -269,24 +269,7 @@ describe('under load', () => {
   it('Express, replicas: 1 on 3 servers: counters never reset while one server is killed, restarted empty, and another killed; under 5% of requests fail', async () => {
     const servers = await cluster(3)
     const store = create(servers, { replicas: 1, prefix: uniquePrefix(), timeout: 1000 })
-    const app = testApp(store, { cookie: { maxAge: 600_000 } })
-    const agents = Array.from({ length: 16 }, () => ({ agent: request.agent(app), views: 0, resets: 0 }))
-    let requests = 0
-    let failed = 0
-    let running = true
-    const loops = agents.map(async (client) => {
-      while (running) {
-        requests++
-        const response = await client.agent.get('/count')
-        if (response.status !== 200) {
-          failed++
-          continue
-        }
-        const views = response.body.views as number
-        if (views !== client.views + 1) client.resets++
-        client.views = views
-      }
-    })
+    const load = countingClients(store, 16)
     const [first, second] = servers
     try {
       await sleep(800)
@@ -297,15 +280,15 @@ describe('under load', () => {
       await sleep(1500)
       await second.kill()
       await sleep(1000)
-    } finally {
-      running = false
-      await Promise.all(loops)
+    } catch (err) {
+      await load.stop()
+      throw err
     }
-    const resets = agents.reduce((sum, client) => sum + client.resets, 0)
+    const { requests, failed, resets, clients } = await load.stop()
     figures.push(`Express under load: ${requests} requests, ${failed} failed, ${resets} counters reset (kill, restart empty, kill another)`)
     assert.equal(resets, 0, 'no counter ever went back')
     assert.ok(
-      agents.every((client) => client.views > 5),
+      clients.every((client) => client.views > 5),
       'every client kept counting',
     )
     assert.ok(failed < requests * 0.05, `${failed} of ${requests} requests failed`)

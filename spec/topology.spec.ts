@@ -6,9 +6,8 @@
 // replicas.
 import assert from 'node:assert/strict'
 import { after, describe, it } from 'node:test'
-import request from 'supertest'
 import { type MemcacheStore, MemcacheStoreError, type MemcacheStoreOptions } from '../lib/index.ts'
-import { testApp } from './harness/app.ts'
+import { countingClients } from './harness/app.ts'
 import { makeCertificates } from './harness/certs.ts'
 import { type ConfigEndpoint, configEndpoint, type EndpointOptions } from './harness/config-endpoint.ts'
 import { type MemcachedOptions, type MemcachedServer, sleep, startMemcacheds } from './harness/memcached.ts'
@@ -47,34 +46,6 @@ async function endpointAt(version: number, nodes: string[], options?: EndpointOp
 }
 
 const addresses = (servers: readonly MemcachedServer[]) => servers.map((server) => server.address)
-
-/** Express clients counting visits in a loop; `stop` ends them and returns how many counters went back. */
-function countingClients(store: MemcacheStore, count: number) {
-  const app = testApp(store, { cookie: { maxAge: 600_000 } })
-  const clients = Array.from({ length: count }, () => ({ agent: request.agent(app), views: 0, resets: 0 }))
-  let requests = 0
-  let failed = 0
-  let running = true
-  const loops = clients.map(async (client) => {
-    while (running) {
-      requests++
-      const response = await client.agent.get('/count')
-      if (response.status !== 200) {
-        failed++
-        continue
-      }
-      if (response.body.views !== client.views + 1) client.resets++
-      client.views = response.body.views
-    }
-  })
-  return {
-    async stop() {
-      running = false
-      await Promise.all(loops)
-      return { requests, failed, resets: clients.reduce((sum, client) => sum + client.resets, 0), clients, app }
-    },
-  }
-}
 
 describe('setServers', () => {
   for (const replicas of [0, 1]) {

@@ -1,5 +1,6 @@
 import express from 'express'
 import session, { type SessionOptions } from 'express-session'
+import request from 'supertest'
 import type { MemcacheStore } from '../../lib/index.ts'
 import './session-data.ts'
 
@@ -75,4 +76,32 @@ export function testApp(store: MemcacheStore, options: Partial<SessionOptions> =
     if (!res.headersSent) res.status(500).json({ error: err.message, code: err.code ?? null })
   })
   return Object.assign(app, { errors, held })
+}
+
+/** Express clients counting visits in a loop; `stop` ends them and returns how many counters went back. */
+export function countingClients(store: MemcacheStore, count: number) {
+  const app = testApp(store, { cookie: { maxAge: 600_000 } })
+  const clients = Array.from({ length: count }, () => ({ agent: request.agent(app), views: 0, resets: 0 }))
+  let requests = 0
+  let failed = 0
+  let running = true
+  const loops = clients.map(async (client) => {
+    while (running) {
+      requests++
+      const response = await client.agent.get('/count')
+      if (response.status !== 200) {
+        failed++
+        continue
+      }
+      if (response.body.views !== client.views + 1) client.resets++
+      client.views = response.body.views
+    }
+  })
+  return {
+    async stop() {
+      running = false
+      await Promise.all(loops)
+      return { requests, failed, resets: clients.reduce((sum, client) => sum + client.resets, 0), clients, app }
+    },
+  }
 }
