@@ -14,6 +14,25 @@ export interface HeldRequest {
 }
 
 /**
+ * How long a held request waits for the test at most. A test that fails before releasing it must not
+ * leave the request open: it would keep the spec file's process alive, and the run would never end.
+ */
+const HOLD_LIMIT_MS = 20_000
+
+/** A held request whose `answer` runs once: when the test releases it, or after HOLD_LIMIT_MS. */
+export function holdRequest(sessionID: string, fields: Record<string, unknown>, answer: () => void): HeldRequest {
+  let answered = false
+  const release = () => {
+    if (answered) return
+    answered = true
+    clearTimeout(limit)
+    answer()
+  }
+  const limit = setTimeout(release, HOLD_LIMIT_MS).unref()
+  return { sessionID, fields, release }
+}
+
+/**
  * The app the end-to-end tests drive: a visit counter, a read-only page, log in (regenerate) and
  * log out (destroy), plus a route that waits until the test releases it (`held`): requests that
  * overlap for certain, saving in the order the test chooses, whatever the machine's speed.
@@ -42,14 +61,12 @@ export function testApp(store: MemcacheStore, options: Partial<SessionOptions> =
   // Listed in `held` once express-session has loaded the session; saved only when released.
   const held: HeldRequest[] = []
   app.post('/set-when-released', (req, res) => {
-    held.push({
-      sessionID: req.sessionID,
-      fields: req.body,
-      release() {
+    held.push(
+      holdRequest(req.sessionID, req.body, () => {
         Object.assign(req.session, req.body)
         res.json({ id: req.sessionID })
-      },
-    })
+      }),
+    )
   })
   app.post('/login', (req, res, next) => {
     req.session.regenerate((err) => {

@@ -5,7 +5,7 @@ import fastifyCookie from '@fastify/cookie'
 import fastifySession, { type FastifySessionOptions } from '@fastify/session'
 import Fastify, { type FastifyInstance, type LightMyRequestResponse } from 'fastify'
 import type { MemcacheStore } from '../../lib/index.ts'
-import type { HeldRequest } from './app.ts'
+import { type HeldRequest, holdRequest } from './app.ts'
 
 declare module 'fastify' {
   interface Session {
@@ -52,14 +52,12 @@ export async function fastifyApp(store: MemcacheStore, options: Partial<FastifyS
   })
   // Listed in `held` once the session is loaded; answered (and saved) only when released.
   app.post('/set-when-released', (request, reply) => {
-    held.push({
-      sessionID: request.session.sessionId,
-      fields: request.body as Record<string, unknown>,
-      release() {
+    held.push(
+      holdRequest(request.session.sessionId, request.body as Record<string, unknown>, () => {
         Object.assign(request.session, request.body)
         reply.send({ id: request.session.sessionId })
-      },
-    })
+      }),
+    )
   })
   app.post('/login', async (request) => {
     await request.session.regenerate()

@@ -3,7 +3,7 @@
 import Koa from 'koa'
 import session from 'koa-session'
 import type { KoaSessionStore, MemcacheStore } from '../../lib/index.ts'
-import type { HeldRequest } from './app.ts'
+import { type HeldRequest, holdRequest } from './app.ts'
 
 export interface KoaTestApp {
   app: Koa
@@ -67,14 +67,12 @@ export function koaApp(store: KoaSessionStore | MemcacheStore, options: KoaSessi
       case 'POST /set-when-released': {
         const fields = await body(ctx)
         await new Promise<void>((resolve) => {
-          held.push({
-            sessionID: sess.externalKey as string,
-            fields,
-            release() {
+          held.push(
+            holdRequest(sess.externalKey as string, fields, () => {
               Object.assign(sess, fields)
               resolve()
-            },
-          })
+            }),
+          )
         })
         ctx.body = { id: sess.externalKey }
         return
