@@ -65,8 +65,11 @@ export interface ReplicaOptions {
   migration: { readonly active: boolean; previousCopiesOf(key: string): Server[]; moved(): void }
 }
 
-/** How long before its deadline a replicated operation stops waiting for copies that have not answered. */
-const PATIENCE_MARGIN_MS = 50
+/**
+ * The share of an operation's time kept back when it waits for copies that have not answered: what
+ * follows their answers (decoding, the operation's settle) must fit in it even on a loaded machine.
+ */
+const PATIENCE_RESERVE = 1 / 4
 
 export class ReplicatedSessions {
   readonly #options: ReplicaOptions
@@ -76,7 +79,7 @@ export class ReplicatedSessions {
 
   constructor(options: ReplicaOptions) {
     this.#options = options
-    this.#margin = Math.min(PATIENCE_MARGIN_MS, options.timeoutMs / 10)
+    this.#margin = options.timeoutMs * PATIENCE_RESERVE
     this.#patience = new Deadlines(options.timeoutMs, (fanout) => fanout.expired())
   }
 
