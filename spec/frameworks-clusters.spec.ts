@@ -144,11 +144,18 @@ for (const framework of FRAMEWORKS) {
       )
       const after = await user.get('/read')
       assert.equal(after.user, null, 'the logout stayed final')
-      // Nothing of the logged-out session is live on any server: only tombstones, or nothing.
-      for (const server of servers) {
-        const item = await server.inspect(store.prefix + sid)
-        assert.ok(item === undefined || !item.value.includes('ada'), `${server.address} still holds the session`)
+      // The thawed copy may still hold the session: whether the logout's tombstone reached it depends
+      // on whether it was written before its connection timed out (and koa-session, which dropped the
+      // cookie, never reads the ID again). A read of the ID answers no session and repairs that copy:
+      // then nothing of the logged-out session is live on any server, only tombstones or nothing.
+      assert.equal(await store.get(sid), null, 'the logged-out ID reads as no session')
+      const live = async () => {
+        const found = await Promise.all(servers.map((server) => server.inspect(store.prefix + sid)))
+        return found.flatMap((item, i) => (item?.value.includes('ada') ? [servers[i].address] : []))
       }
+      await eventually('the copy that missed the logout is repaired', async () => (await live()).length === 0).catch(async (err) => {
+        throw new Error(`${err.message}: ${(await live()).join(', ')} still hold the session`)
+      })
       // And with only the server that was frozen left, the session still does not come back: its ID
       // (as a replayed cookie would send it) reads as no session. The client's cookie may name a new
       // session by now, whose copies may both be on the servers killed here: not asked.
