@@ -110,7 +110,10 @@ describe('bounded time', () => {
       const timedOut = results.filter((r) => (r.error as MemcacheStoreError | undefined)?.code === 'ETIMEDOUT')
       assert.ok(timedOut.length > 0, 'operations in flight when it froze waited for the timeout')
       const typical = median(timedOut.map((r) => r.ms))
-      assert.ok(typical < TIMEOUT + SETTLE_SLACK_MS, `a timed-out operation settles after ${typical.toFixed(0)} ms (median of ${timedOut.length})`)
+      assert.ok(
+        typical < TIMEOUT + SETTLE_SLACK_MS,
+        `a timed-out operation settles after ${typical.toFixed(0)} ms (median of ${timedOut.length})`,
+      )
       // Nor sooner. The first request left unanswered resets the connection when its timeout has
       // passed, and every request written after it fails with it, a little before its own timeout (by
       // as much as the loops' starts were spread over on a loaded machine). So no operation may time
