@@ -178,7 +178,7 @@ export class Fanout<T> implements Deadlined<Fanout<T>> {
     if (--this.#remaining === 0) {
       if (this.#patience.delete(this as Fanout<unknown>)) this.#finish()
     } else if (error === undefined && !this.#answered && this.#settles(value as T)) {
-      // The first answer: the other copies get a short grace, not the whole patience. A copy that
+      // The first settling answer: the other copies get a short grace, not the whole patience. A copy that
       // is still silent then is on a server frozen or overloaded, and its connection's own timeout
       // will find it out; the operation goes on with the copies that answered.
       this.#answered = true

@@ -260,6 +260,16 @@ describe('an unmodified save', () => {
     return { store, sid, loaded, before: await file.server.inspect(keyOf(store, sid)) }
   }
 
+  /** A session stored and loaded by the same store: its read moved the expiry (get-and-touch). */
+  async function loadedHere() {
+    const store = stores.create()
+    const sid = randomId()
+    await store.set(sid, newSession(store, sid, { user: 'ada' }, 20_000))
+    const loaded = await loadSession(store, sid)
+    assert.ok(loaded)
+    return { store, sid, loaded }
+  }
+
   it('only moves the expiry: one TOUCH, the value and its CAS unchanged', async () => {
     const { store, sid, loaded, before } = await loadedElsewhere()
     assert.ok(before)
@@ -274,22 +284,14 @@ describe('an unmodified save', () => {
   })
 
   it('sends nothing when the read already moved the expiry (get-and-touch)', async () => {
-    const store = stores.create()
-    const sid = randomId()
-    await store.set(sid, newSession(store, sid, { user: 'ada' }, 20_000))
-    const loaded = await loadSession(store, sid)
-    assert.ok(loaded)
+    const { store, sid, loaded } = await loadedHere()
     loaded.cookie.maxAge = 20_000
     const sent = await commandsDuring(file.server, () => store.set(sid, loaded))
     assert.equal(sent.total, 0, JSON.stringify(sent))
   })
 
   it("sends nothing when express-session's resetMaxAge left originalMaxAge a millisecond short (a clock tick): no lifetime change", async () => {
-    const store = stores.create()
-    const sid = randomId()
-    await store.set(sid, newSession(store, sid, { user: 'ada' }, 20_000))
-    const loaded = await loadSession(store, sid)
-    assert.ok(loaded)
+    const { store, sid, loaded } = await loadedHere()
     const stored = loaded.cookie.originalMaxAge as number
     // What cookie.resetMaxAge does when the clock ticks between setting the expiry and reading it back.
     loaded.cookie.maxAge = 20_000
